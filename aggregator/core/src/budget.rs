@@ -1,0 +1,214 @@
+//! `evaluate`: budget levels from spend. A tenant's level is the most severe threshold its
+//! spend in the current period has reached; a change of level (up, or back down when a new
+//! period starts or a limit is raised) becomes a control record for the compacted topic.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+
+use costpipe_schemas::{BudgetControl, BudgetLevel};
+
+use crate::period::Period;
+
+/// Limits and thresholds, per tenant, for one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetPolicy {
+    /// Limit of tenants without their own; `None` means such tenants are not budgeted.
+    pub default_limit: Option<Decimal>,
+    /// Per-tenant limits per period.
+    pub tenant_limits: HashMap<String, Decimal>,
+    /// Fraction of the limit at which each level starts, e.g. WARNING at 0.8, BLOCK at 1.
+    /// Levels not listed are skipped.
+    pub thresholds: Vec<(BudgetLevel, Decimal)>,
+    /// Currency of the limits.
+    pub currency: String,
+}
+
+impl BudgetPolicy {
+    /// WARNING at 80 %, THROTTLE at 95 %, BLOCK at 100 % of the limit.
+    pub fn default_thresholds() -> Vec<(BudgetLevel, Decimal)> {
+        vec![
+            (BudgetLevel::Warning, Decimal::new(80, 2)),
+            (BudgetLevel::Throttle, Decimal::new(95, 2)),
+            (BudgetLevel::Block, Decimal::ONE),
+        ]
+    }
+
+    /// The limit of `tenant`, if it has one.
+    pub fn limit_of(&self, tenant: &str) -> Option<Decimal> {
+        self.tenant_limits
+            .get(tenant)
+            .copied()
+            .or(self.default_limit)
+    }
+
+    /// The level `spend` reaches against `limit`. Exact: compares `spend >= ratio * limit`.
+    pub fn level_for(&self, spend: Decimal, limit: Decimal) -> BudgetLevel {
+        self.thresholds
+            .iter()
+            .filter(|(_, ratio)| spend >= *ratio * limit)
+            .map(|(level, _)| *level)
+            .max()
+            .unwrap_or(BudgetLevel::Ok)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    period: Period,
+    level: BudgetLevel,
+}
+
+/// The levels last published, per tenant, and the rule for publishing the next.
+#[derive(Debug)]
+pub struct BudgetTracker {
+    policy: BudgetPolicy,
+    known: HashMap<String, Known>,
+}
+
+impl BudgetTracker {
+    /// A tracker that knows no published level yet, so its first evaluation of each tenant
+    /// is published (harmless: the control topic is compacted and keyed by scope).
+    pub fn new(policy: BudgetPolicy) -> Self {
+        BudgetTracker {
+            policy,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &BudgetPolicy {
+        &self.policy
+    }
+
+    /// Evaluates `tenant`'s `spend` in `period` at `now_ms`. Returns the control record to
+    /// publish when the level changed. Spend of a period older than the newest one seen for
+    /// the tenant changes nothing: late events of last month do not block this month.
+    pub fn evaluate(
+        &mut self,
+        tenant: &str,
+        period: Period,
+        spend: Decimal,
+        now_ms: i64,
+    ) -> Option<BudgetControl> {
+        let limit = self.policy.limit_of(tenant)?;
+        let known = self.known.get(tenant).copied();
+        if known.is_some_and(|k| k.period > period) {
+            return None;
+        }
+        let level = self.policy.level_for(spend, limit);
+        if known.is_some_and(|k| k.period == period && k.level == level) {
+            return None;
+        }
+        self.known
+            .insert(tenant.to_string(), Known { period, level });
+        let percent = if limit.is_zero() {
+            Decimal::ZERO
+        } else {
+            (spend / limit * Decimal::ONE_HUNDRED).round_dp(2)
+        };
+        Some(BudgetControl {
+            scope_key: format!("tenant:{tenant}"),
+            scope_kind: "tenant".into(),
+            tenant_id: tenant.to_string(),
+            period: period.to_string(),
+            level,
+            previous_level: known.map(|k| k.level),
+            spend: spend.normalize().to_string(),
+            limit: limit.normalize().to_string(),
+            currency: self.policy.currency.clone(),
+            decided_at: now_ms,
+            reason: format!(
+                "spend {} {} is {percent}% of the {period} limit {}",
+                spend.normalize(),
+                self.policy.currency,
+                limit.normalize()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rust_decimal_macros::dec;
+
+    const NOV: Period = Period {
+        year: 2026,
+        month: 11,
+    };
+    const DEC: Period = Period {
+        year: 2026,
+        month: 12,
+    };
+
+    fn tracker() -> BudgetTracker {
+        BudgetTracker::new(BudgetPolicy {
+            default_limit: None,
+            tenant_limits: HashMap::from([("acme".to_string(), dec!(100))]),
+            thresholds: BudgetPolicy::default_thresholds(),
+            currency: "USD".into(),
+        })
+    }
+
+    #[test]
+    fn thresholds_are_exact() {
+        let t = tracker();
+        let p = t.policy();
+        assert_eq!(
+            p.level_for(dec!(79.999999999999), dec!(100)),
+            BudgetLevel::Ok
+        );
+        assert_eq!(p.level_for(dec!(80), dec!(100)), BudgetLevel::Warning);
+        assert_eq!(p.level_for(dec!(95), dec!(100)), BudgetLevel::Throttle);
+        assert_eq!(
+            p.level_for(dec!(99.999999999999), dec!(100)),
+            BudgetLevel::Throttle
+        );
+        assert_eq!(p.level_for(dec!(100), dec!(100)), BudgetLevel::Block);
+    }
+
+    #[test]
+    fn publishes_changes_only_and_goes_back_in_a_new_period() {
+        let mut t = tracker();
+        let first = t.evaluate("acme", NOV, dec!(10), 1).unwrap();
+        assert_eq!((first.level, first.previous_level), (BudgetLevel::Ok, None));
+        assert!(t.evaluate("acme", NOV, dec!(20), 2).is_none());
+        let warn = t.evaluate("acme", NOV, dec!(85), 3).unwrap();
+        assert_eq!(
+            (warn.level, warn.previous_level),
+            (BudgetLevel::Warning, Some(BudgetLevel::Ok))
+        );
+        let block = t.evaluate("acme", NOV, dec!(100.5), 4).unwrap();
+        assert_eq!(block.level, BudgetLevel::Block);
+        assert_eq!(block.scope_key, "tenant:acme");
+        assert_eq!(
+            block.reason,
+            "spend 100.5 USD is 100.50% of the 2026-11 limit 100"
+        );
+        let back = t.evaluate("acme", DEC, dec!(1), 5).unwrap();
+        assert_eq!(
+            (back.level, back.previous_level),
+            (BudgetLevel::Ok, Some(BudgetLevel::Block))
+        );
+        assert!(
+            t.evaluate("acme", NOV, dec!(500), 6).is_none(),
+            "late spend of an older period"
+        );
+        assert!(
+            t.evaluate("other", NOV, dec!(500), 7).is_none(),
+            "unbudgeted tenant"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn level_is_monotonic_in_spend(a in 0u64..1_000_000, b in 0u64..1_000_000) {
+            let t = tracker();
+            let (lo, hi) = (a.min(b), a.max(b));
+            let limit = dec!(5000);
+            prop_assert!(t.policy().level_for(Decimal::new(lo as i64, 2), limit) <= t.policy().level_for(Decimal::new(hi as i64, 2), limit));
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! `Processor`: decode → validate → price → roll up, per partition, into epochs.
+//!
+//! Records of a partition that is not assigned, or that lie before the partition's next
+//! expected offset (prefetched before a seek, or redelivered), are ignored: the checkpoint,
+//! not the broker, decides what has been counted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use costpipe_pricing::{price_event, Catalog};
+use costpipe_schemas::{UsageCodec, ValidationLimits};
+
+use crate::checkpoint::{ResumePlan, StartAt};
+use crate::dead_letter::DeadLetter;
+use crate::epoch::{EpochPolicy, OpenEpoch, PricedEvent, SealedEpoch};
+
+/// One Kafka record, borrowed from the consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceRecord<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Priced into the partition's open epoch.
+    Accepted,
+    /// Kept as a dead letter in the partition's open epoch.
+    DeadLettered(&'static str),
+    /// Not for us (unassigned partition) or already counted (offset before the expected one).
+    Ignored,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessorStats {
+    pub accepted: u64,
+    pub unpriced: u64,
+    pub ignored: u64,
+    pub dead_letters: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    next_offset: Option<i64>,
+    replay_until: Option<i64>,
+    epoch: Option<OpenEpoch>,
+}
+
+/// The aggregator's sans-IO processing core.
+#[derive(Debug)]
+pub struct Processor {
+    topic: String,
+    catalog: Arc<Catalog>,
+    codec: UsageCodec,
+    limits: ValidationLimits,
+    policy: EpochPolicy,
+    partitions: BTreeMap<i32, PartitionState>,
+    sealed: VecDeque<SealedEpoch>,
+    stats: ProcessorStats,
+}
+
+impl Processor {
+    /// A processor for `topic` with no partition assigned yet.
+    pub fn new(
+        topic: impl Into<String>,
+        catalog: Arc<Catalog>,
+        limits: ValidationLimits,
+        policy: EpochPolicy,
+    ) -> Self {
+        Processor {
+            topic: topic.into(),
+            catalog,
+            codec: UsageCodec::usage_v1(),
+            limits,
+            policy,
+            partitions: BTreeMap::new(),
+            sealed: VecDeque::new(),
+            stats: ProcessorStats::default(),
+        }
+    }
+
+    /// Replaces the catalog for records handled from now on. Open epochs keep the prices they
+    /// were built with only if sealed first; the shell seals before swapping.
+    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+        self.catalog = catalog;
+    }
+
+    /// Starts taking records of `partition` according to `plan`.
+    pub fn assign(&mut self, partition: i32, plan: ResumePlan) {
+        let next_offset = match plan.start {
+            StartAt::Beginning => None,
+            StartAt::Offset(o) => Some(o),
+        };
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                next_offset,
+                replay_until: plan.replay_until,
+                epoch: None,
+            },
+        );
+    }
+
+    /// Stops taking records of `partition` and drops its unsealed work: whoever owns the
+    /// partition next rebuilds it from the checkpoint.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        self.sealed.retain(|e| e.partition != partition);
+    }
+
+    /// Partitions currently assigned.
+    pub fn assigned(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// Whether `partition` is still rebuilding its last checkpointed epoch.
+    pub fn is_replaying(&self, partition: i32) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|p| p.replay_until.is_some())
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &ProcessorStats {
+        &self.stats
+    }
+
+    /// Handles one record at wall-clock time `now_ms`.
+    pub fn handle_record(&mut self, rec: SourceRecord<'_>, now_ms: i64) -> Disposition {
+        let expected = self.partitions.get(&rec.partition).map(|s| s.next_offset);
+        match expected {
+            None => {
+                self.stats.ignored += 1;
+                return Disposition::Ignored;
+            }
+            Some(Some(next)) if rec.offset < next => {
+                self.stats.ignored += 1;
+                return Disposition::Ignored;
+            }
+            Some(_) => {}
+        }
+        let outcome = self.decode_and_price(&rec, now_ms);
+        let Some(state) = self.partitions.get_mut(&rec.partition) else {
+            return Disposition::Ignored;
+        };
+        if state.replay_until.is_some_and(|end| rec.offset >= end) {
+            Self::seal_replay(
+                &self.topic,
+                &self.catalog,
+                rec.partition,
+                state,
+                &mut self.sealed,
+            );
+        }
+        let start = state.next_offset.unwrap_or(rec.offset);
+        let epoch = state
+            .epoch
+            .get_or_insert_with(|| OpenEpoch::new(start, now_ms));
+        let disposition = match outcome {
+            Ok(priced) => {
+                self.stats.accepted += 1;
+                self.stats.unpriced += u64::from(priced.priced.unpriced);
+                epoch.add_event(priced);
+                Disposition::Accepted
+            }
+            Err(dl) => {
+                let code = dl.reason_code;
+                *self.stats.dead_letters.entry(code).or_default() += 1;
+                epoch.add_dead_letter(dl);
+                Disposition::DeadLettered(code)
+            }
+        };
+        state.next_offset = Some(rec.offset + 1);
+        if state.replay_until == Some(rec.offset + 1) {
+            Self::seal_replay(
+                &self.topic,
+                &self.catalog,
+                rec.partition,
+                state,
+                &mut self.sealed,
+            );
+        }
+        disposition
+    }
+
+    fn seal_replay(
+        topic: &str,
+        catalog: &Catalog,
+        partition: i32,
+        state: &mut PartitionState,
+        sealed: &mut VecDeque<SealedEpoch>,
+    ) {
+        // The rebuilt epoch keeps the checkpointed range even if its last offsets are gone
+        // (compaction, transaction markers), so that its dedup tokens match the first write.
+        let Some(end) = state.replay_until.take() else {
+            return;
+        };
+        if let Some(mut epoch) = state.epoch.take() {
+            epoch.next_offset = end;
+            sealed.push_back(epoch.seal(topic, partition, catalog.version(), true));
+        }
+        state.next_offset = Some(end);
+    }
+
+    fn decode_and_price(
+        &self,
+        rec: &SourceRecord<'_>,
+        now_ms: i64,
+    ) -> Result<PricedEvent, DeadLetter> {
+        let dead = |code: &'static str, reason: String| DeadLetter {
+            partition: rec.partition,
+            offset: rec.offset,
+            key: rec.key.map(<[u8]>::to_vec),
+            payload: rec.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+            reason_code: code,
+            reason,
+        };
+        let Some(payload) = rec.payload else {
+            return Err(dead(
+                "empty_payload",
+                "record has no value (tombstone)".into(),
+            ));
+        };
+        let event = self
+            .codec
+            .decode(payload)
+            .map_err(|e| dead(e.code(), e.to_string()))?;
+        self.limits
+            .check(&event, now_ms)
+            .map_err(|e| dead(e.code.as_str(), e.message))?;
+        let priced = price_event(&self.catalog, &event);
+        Ok(PricedEvent {
+            event,
+            priced,
+            partition: rec.partition,
+            offset: rec.offset,
+        })
+    }
+
+    /// Seals every epoch that is full or old enough at `now_ms`, plus finished replays.
+    pub fn seal_due(&mut self, now_ms: i64) -> Vec<SealedEpoch> {
+        let policy = self.policy;
+        self.seal_where(|state| {
+            state.replay_until.is_none()
+                && state.epoch.as_ref().is_some_and(|e| {
+                    e.records() >= policy.max_records
+                        || now_ms - e.opened_at_ms >= policy.max_age_ms
+                })
+        })
+    }
+
+    /// Seals every open epoch that is not mid-replay (shutdown, catalog swap).
+    pub fn seal_all(&mut self) -> Vec<SealedEpoch> {
+        self.seal_where(|state| state.replay_until.is_none())
+    }
+
+    fn seal_where(&mut self, due: impl Fn(&PartitionState) -> bool) -> Vec<SealedEpoch> {
+        let mut out: Vec<SealedEpoch> = self.sealed.drain(..).collect();
+        for (&partition, state) in self.partitions.iter_mut() {
+            if due(state) {
+                if let Some(epoch) = state.epoch.take() {
+                    out.push(epoch.seal(&self.topic, partition, self.catalog.version(), false));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::plan_resume;
+    use costpipe_schemas::UsageEvent;
+    use rust_decimal_macros::dec;
+    use uuid::Uuid;
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    fn processor() -> Processor {
+        Processor::new(
+            "usage",
+            Arc::new(Catalog::builtin()),
+            ValidationLimits::default(),
+            EpochPolicy {
+                max_records: 3,
+                max_age_ms: 1000,
+            },
+        )
+    }
+
+    fn event_bytes(tenant: &str, input: i64) -> Vec<u8> {
+        let mut e = UsageEvent::new(Uuid::new_v4(), NOW - 1000, tenant, "openai", "gpt-4o");
+        e.input_tokens = input;
+        UsageCodec::usage_v1().encode(&e).unwrap()
+    }
+
+    fn rec(partition: i32, offset: i64, payload: &[u8]) -> SourceRecord<'_> {
+        SourceRecord {
+            partition,
+            offset,
+            key: None,
+            payload: Some(payload),
+        }
+    }
+
+    #[test]
+    fn unassigned_and_already_counted_records_are_ignored() {
+        let mut p = processor();
+        let bytes = event_bytes("acme", 10);
+        assert_eq!(
+            p.handle_record(rec(0, 0, &bytes), NOW),
+            Disposition::Ignored
+        );
+        p.assign(0, plan_resume(Some((5, 10))));
+        assert_eq!(
+            p.handle_record(rec(0, 4, &bytes), NOW),
+            Disposition::Ignored
+        );
+        assert_eq!(
+            p.handle_record(rec(0, 5, &bytes), NOW),
+            Disposition::Accepted
+        );
+        assert_eq!(p.stats().ignored, 2);
+    }
+
+    #[test]
+    fn epochs_seal_by_size_and_age_with_contiguous_ranges() {
+        let mut p = processor();
+        p.assign(0, plan_resume(None));
+        let bytes = event_bytes("acme", 1_000_000);
+        for offset in 0..4 {
+            p.handle_record(rec(0, offset, &bytes), NOW);
+        }
+        let sealed = p.seal_due(NOW);
+        assert_eq!(sealed.len(), 1);
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 4));
+        assert_eq!(sealed[0].events.len(), 4);
+        assert_eq!(sealed[0].rollups.len(), 1);
+        assert_eq!(sealed[0].rollups[0].1.cost, dec!(10));
+        p.handle_record(rec(0, 4, &bytes), NOW);
+        assert!(p.seal_due(NOW + 999).is_empty());
+        let sealed = p.seal_due(NOW + 1000);
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (4, 5));
+    }
+
+    #[test]
+    fn replay_rebuilds_exactly_the_checkpointed_range() {
+        let mut p = processor();
+        p.assign(0, plan_resume(Some((10, 12))));
+        let bytes = event_bytes("acme", 1);
+        p.handle_record(rec(0, 10, &bytes), NOW);
+        assert!(p.is_replaying(0));
+        assert!(
+            p.seal_due(NOW + 10_000).is_empty(),
+            "a replay is never sealed by age"
+        );
+        p.handle_record(rec(0, 11, &bytes), NOW);
+        let sealed = p.seal_due(NOW);
+        assert_eq!(sealed.len(), 1);
+        assert!(sealed[0].replay);
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (10, 12));
+        assert_eq!(sealed[0].dedup_token("t"), "usage/0/10-12/t");
+    }
+
+    #[test]
+    fn replay_with_a_gap_at_its_end_seals_on_the_next_record() {
+        let mut p = processor();
+        p.assign(0, plan_resume(Some((10, 13))));
+        let bytes = event_bytes("acme", 1);
+        p.handle_record(rec(0, 10, &bytes), NOW);
+        p.handle_record(rec(0, 14, &bytes), NOW);
+        let sealed = p.seal_all();
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (10, 13));
+        assert!(sealed[0].replay);
+        assert_eq!((sealed[1].start_offset, sealed[1].end_offset), (13, 15));
+    }
+
+    #[test]
+    fn bad_records_become_dead_letters_with_reasons() {
+        let mut p = processor();
+        p.assign(0, plan_resume(None));
+        assert_eq!(
+            p.handle_record(rec(0, 0, b"garbage"), NOW),
+            Disposition::DeadLettered("bad_magic_byte")
+        );
+        let good = event_bytes("acme", 1);
+        assert_eq!(
+            p.handle_record(rec(0, 1, &good[..good.len() - 2]), NOW),
+            Disposition::DeadLettered("undecodable_avro")
+        );
+        let negative = event_bytes("acme", -5);
+        assert_eq!(
+            p.handle_record(rec(0, 2, &negative), NOW),
+            Disposition::DeadLettered("negative_tokens")
+        );
+        let tombstone = SourceRecord {
+            partition: 0,
+            offset: 3,
+            key: Some(b"k"),
+            payload: None,
+        };
+        assert_eq!(
+            p.handle_record(tombstone, NOW),
+            Disposition::DeadLettered("empty_payload")
+        );
+        let sealed = p.seal_all();
+        assert_eq!(sealed[0].dead_letters.len(), 4);
+        assert_eq!(sealed[0].dead_letters[0].payload, b"garbage");
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 4));
+        assert_eq!(p.stats().dead_letters.values().sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn revoke_drops_unsealed_work() {
+        let mut p = processor();
+        p.assign(0, plan_resume(None));
+        p.handle_record(rec(0, 0, &event_bytes("acme", 1)), NOW);
+        p.revoke(0);
+        assert!(p.seal_all().is_empty());
+    }
+}

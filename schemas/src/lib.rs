@@ -1,0 +1,21 @@
+//! The contract every costpipe component shares: the Avro schemas of the usage event and the
+//! budget control event, their Rust types, the Confluent wire format, the compiled-in schema
+//! registry, the validation rules for a usage event, and the ClickHouse DDL.
+//!
+//! This crate does no I/O and depends on no other costpipe crate.
+
+pub mod clickhouse_ddl;
+pub mod codec;
+pub mod control_event;
+pub mod error;
+pub mod registry;
+pub mod usage_event;
+pub mod validate;
+pub mod wire;
+
+pub use codec::{ControlCodec, UsageCodec};
+pub use control_event::{BudgetControl, BudgetLevel};
+pub use error::{DecodeError, EncodeError};
+pub use registry::{SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID};
+pub use usage_event::UsageEvent;
+pub use validate::{RejectCode, ValidationError, ValidationLimits};

@@ -1,0 +1,90 @@
+//! The compiled-in schema registry: every schema costpipe writes, with its Confluent id and
+//! subject (`<topic>-value` naming), parsed once at start-up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use apache_avro::Schema;
+
+/// Schema id of usage event v1.
+pub const USAGE_V1_ID: u32 = 1;
+/// Schema id of budget control event v1.
+pub const CONTROL_V1_ID: u32 = 2;
+
+/// Subject name of usage events (record name strategy independent of the topic name, so
+/// renamed topics keep their ids).
+pub const USAGE_SUBJECT: &str = "costpipe.usage-value";
+/// Subject name of control events.
+pub const CONTROL_SUBJECT: &str = "costpipe.control-value";
+
+const USAGE_V1: &str = include_str!("../avro/usage_event_v1.avsc");
+const CONTROL_V1: &str = include_str!("../avro/budget_control_v1.avsc");
+
+/// A parsed schema with its registry coordinates.
+#[derive(Debug)]
+pub struct RegisteredSchema {
+    pub id: u32,
+    pub subject: &'static str,
+    pub version: u32,
+    pub schema: Schema,
+}
+
+/// Schemas by id.
+#[derive(Debug)]
+pub struct SchemaRegistry {
+    by_id: HashMap<u32, Arc<RegisteredSchema>>,
+}
+
+impl SchemaRegistry {
+    /// The schemas compiled into this build. Parsing them cannot fail unless the shipped
+    /// `.avsc` files are broken, which the unit tests catch.
+    pub fn builtin() -> &'static SchemaRegistry {
+        static REGISTRY: OnceLock<SchemaRegistry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            let mut by_id = HashMap::new();
+            for (id, subject, version, text) in [
+                (USAGE_V1_ID, USAGE_SUBJECT, 1, USAGE_V1),
+                (CONTROL_V1_ID, CONTROL_SUBJECT, 1, CONTROL_V1),
+            ] {
+                let schema = Schema::parse_str(text).expect("shipped .avsc files parse");
+                by_id.insert(
+                    id,
+                    Arc::new(RegisteredSchema {
+                        id,
+                        subject,
+                        version,
+                        schema,
+                    }),
+                );
+            }
+            SchemaRegistry { by_id }
+        })
+    }
+
+    /// The schema registered under `id`, if any.
+    pub fn get(&self, id: u32) -> Option<&Arc<RegisteredSchema>> {
+        self.by_id.get(&id)
+    }
+
+    /// The raw `.avsc` text of a shipped schema, for publishing to an external registry.
+    pub fn source(id: u32) -> Option<&'static str> {
+        match id {
+            USAGE_V1_ID => Some(USAGE_V1),
+            CONTROL_V1_ID => Some(CONTROL_V1),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_schemas_parse() {
+        let reg = SchemaRegistry::builtin();
+        assert_eq!(reg.get(USAGE_V1_ID).unwrap().subject, USAGE_SUBJECT);
+        assert_eq!(reg.get(CONTROL_V1_ID).unwrap().subject, CONTROL_SUBJECT);
+        assert!(reg.get(99).is_none());
+    }
+}
