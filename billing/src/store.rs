@@ -1,0 +1,136 @@
+//! ClickHouse queries behind the billing API. Money is read as `toString(sum(cost))` and
+//! parsed into `Decimal`, so no float ever touches it.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use clickhouse::{Client, Row};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// One line of a tenant's bill: spend of one model in one department.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CostLine {
+    pub model: String,
+    pub department: String,
+    pub currency: String,
+    pub events: u64,
+    pub unpriced_events: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost: Decimal,
+}
+
+#[derive(Row, Deserialize)]
+struct LineRow {
+    model: String,
+    department: String,
+    currency: String,
+    events: u64,
+    unpriced_events: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_input_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    cost: String,
+}
+
+#[derive(Row, Deserialize)]
+struct TenantRow {
+    tenant_id: String,
+}
+
+/// Read access to costpipe's database.
+#[derive(Clone)]
+pub struct BillingStore {
+    client: Client,
+}
+
+fn parse_money(s: &str) -> anyhow::Result<Decimal> {
+    Decimal::from_str(s).with_context(|| format!("ClickHouse returned {s:?} as a cost"))
+}
+
+impl BillingStore {
+    /// A store reading `database` at `url`.
+    pub fn new(url: &str, database: &str, user: &str, password: &str) -> Self {
+        BillingStore {
+            client: Client::default()
+                .with_url(url)
+                .with_user(user)
+                .with_password(password)
+                .with_database(database),
+        }
+    }
+
+    /// Whether ClickHouse answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.client
+            .query("SELECT 1")
+            .execute()
+            .await
+            .context("ClickHouse is not reachable")
+    }
+
+    /// Bill lines of `tenant` for event times in `[start_s, end_s)` (UTC seconds).
+    pub async fn cost_lines(
+        &self,
+        tenant: &str,
+        start_s: i64,
+        end_s: i64,
+    ) -> anyhow::Result<Vec<CostLine>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT model, department, currency, sum(events) AS events, sum(unpriced_events) AS unpriced_events, \
+                 sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+                 sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
+                 sum(reasoning_tokens) AS reasoning_tokens, toString(sum(cost)) AS cost \
+                 FROM usage_cost_minute \
+                 WHERE tenant_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) \
+                 GROUP BY model, department, currency ORDER BY sum(cost) DESC, model, department",
+            )
+            .bind(tenant)
+            .bind(start_s)
+            .bind(end_s)
+            .fetch_all::<LineRow>()
+            .await
+            .context("querying cost lines")?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(CostLine {
+                    cost: parse_money(&r.cost)?,
+                    model: r.model,
+                    department: r.department,
+                    currency: r.currency,
+                    events: r.events,
+                    unpriced_events: r.unpriced_events,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    cached_input_tokens: r.cached_input_tokens,
+                    cache_write_tokens: r.cache_write_tokens,
+                    reasoning_tokens: r.reasoning_tokens,
+                })
+            })
+            .collect()
+    }
+
+    /// Tenants with usage in `[start_s, end_s)`.
+    pub async fn tenants(&self, start_s: i64, end_s: i64) -> anyhow::Result<Vec<String>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT DISTINCT tenant_id FROM usage_cost_minute \
+                 WHERE minute >= toDateTime(?) AND minute < toDateTime(?) ORDER BY tenant_id",
+            )
+            .bind(start_s)
+            .bind(end_s)
+            .fetch_all::<TenantRow>()
+            .await
+            .context("querying tenants")?;
+        Ok(rows.into_iter().map(|r| r.tenant_id).collect())
+    }
+}
