@@ -36,7 +36,7 @@ struct LineRow {
     cached_input_tokens: u64,
     cache_write_tokens: u64,
     reasoning_tokens: u64,
-    cost: String,
+    cost_text: String,
 }
 
 #[derive(Row, Deserialize)]
@@ -88,10 +88,10 @@ impl BillingStore {
                 "SELECT model, department, currency, sum(events) AS events, sum(unpriced_events) AS unpriced_events, \
                  sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
                  sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-                 sum(reasoning_tokens) AS reasoning_tokens, toString(sum(cost)) AS cost \
+                 sum(reasoning_tokens) AS reasoning_tokens, toString(sum(cost)) AS cost_text \
                  FROM usage_cost_minute \
                  WHERE tenant_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) \
-                 GROUP BY model, department, currency ORDER BY sum(cost) DESC, model, department",
+                 GROUP BY model, department, currency ORDER BY model, department, currency",
             )
             .bind(tenant)
             .bind(start_s)
@@ -99,10 +99,11 @@ impl BillingStore {
             .fetch_all::<LineRow>()
             .await
             .context("querying cost lines")?;
-        rows.into_iter()
+        let mut lines = rows
+            .into_iter()
             .map(|r| {
                 Ok(CostLine {
-                    cost: parse_money(&r.cost)?,
+                    cost: parse_money(&r.cost_text)?,
                     model: r.model,
                     department: r.department,
                     currency: r.currency,
@@ -115,7 +116,10 @@ impl BillingStore {
                     reasoning_tokens: r.reasoning_tokens,
                 })
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Sorted here: in SQL, `cost` would resolve to the string alias, not the column.
+        lines.sort_by(|a, b| b.cost.cmp(&a.cost));
+        Ok(lines)
     }
 
     /// Tenants with usage in `[start_s, end_s)`.

@@ -1,1 +1,307 @@
+//! Harness for costpipe's end-to-end tests: the real broker and ClickHouse started by
+//! `scripts/stack`, the real service binaries as child processes, and an independent,
+//! hand-written price table to check totals against.
+//!
+//! Every test gets its own topics and ClickHouse database, so tests run in parallel.
 
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+use costpipe_schemas::UsageEvent;
+
+/// Where the local stack listens (the same variables `scripts/stack` reads).
+pub struct Stack {
+    pub brokers: String,
+    pub clickhouse_url: String,
+}
+
+impl Stack {
+    /// From the environment, with `scripts/stack`'s defaults.
+    pub fn from_env() -> Stack {
+        let kafka_port = std::env::var("COSTPIPE_KAFKA_PORT").unwrap_or_else(|_| "19092".into());
+        let ch_port = std::env::var("COSTPIPE_CH_HTTP_PORT").unwrap_or_else(|_| "18123".into());
+        Stack {
+            brokers: format!("127.0.0.1:{kafka_port}"),
+            clickhouse_url: format!("http://127.0.0.1:{ch_port}"),
+        }
+    }
+
+    /// Runs `sql` over ClickHouse's HTTP interface and returns the TSV answer, trimmed.
+    pub async fn query(&self, sql: &str) -> String {
+        let resp = reqwest::Client::new()
+            .post(&self.clickhouse_url)
+            .body(sql.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "ClickHouse unreachable at {} (is scripts/stack up?): {e}",
+                    self.clickhouse_url
+                )
+            });
+        let status = resp.status();
+        let text = resp.text().await.expect("ClickHouse answer");
+        assert!(status.is_success(), "query failed: {sql}\n{text}");
+        text.trim().to_string()
+    }
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Path of a workspace binary next to the test executable (`cargo build --bins` first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Topics and database of one test.
+#[derive(Clone)]
+pub struct Names {
+    pub usage: String,
+    pub control: String,
+    pub dead_letters: String,
+    pub database: String,
+    pub group: String,
+}
+
+impl Names {
+    /// Fresh names.
+    pub fn new(test: &str) -> Names {
+        let id = unique(test);
+        Names {
+            usage: format!("{id}.usage"),
+            control: format!("{id}.control"),
+            dead_letters: format!("{id}.dlq"),
+            database: id.replace('.', "_"),
+            group: format!("{id}.aggregator"),
+        }
+    }
+}
+
+/// A running service binary; killed (SIGKILL) when dropped.
+pub struct Service {
+    pub child: Child,
+    pub log: PathBuf,
+    pub port: u16,
+}
+
+impl Service {
+    /// Starts the aggregator for `names` with `budget_limits` (e.g. `acme=10`).
+    pub fn aggregator(
+        stack: &Stack,
+        names: &Names,
+        budget_limits: &str,
+        extra: &[(&str, &str)],
+    ) -> Service {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}-aggregator-{port}.log", names.database));
+        let mut cmd = Command::new(binary("costpipe-aggregator"));
+        cmd.env("COSTPIPE_KAFKA_BROKERS", &stack.brokers)
+            .env("COSTPIPE_CLICKHOUSE_URL", &stack.clickhouse_url)
+            .env("COSTPIPE_CLICKHOUSE_DATABASE", &names.database)
+            .env("COSTPIPE_USAGE_TOPIC", &names.usage)
+            .env("COSTPIPE_CONTROL_TOPIC", &names.control)
+            .env("COSTPIPE_DEAD_LETTER_TOPIC", &names.dead_letters)
+            .env("COSTPIPE_GROUP_ID", &names.group)
+            .env("COSTPIPE_SESSION_TIMEOUT_MS", "6000")
+            .env("COSTPIPE_BUDGET_LIMITS", budget_limits)
+            .env(
+                "COSTPIPE_AGGREGATOR_METRICS_ADDR",
+                format!("127.0.0.1:{port}"),
+            )
+            .env("RUST_LOG", "info,rdkafka=warn");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Service::spawn(cmd, log, port)
+    }
+
+    /// Starts the billing API for `names`.
+    pub fn billing(stack: &Stack, names: &Names) -> Service {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}-billing-{port}.log", names.database));
+        let mut cmd = Command::new(binary("costpipe-billing"));
+        cmd.env("COSTPIPE_CLICKHOUSE_URL", &stack.clickhouse_url)
+            .env("COSTPIPE_CLICKHOUSE_DATABASE", &names.database)
+            .env("COSTPIPE_BILLING_ADDR", format!("127.0.0.1:{port}"));
+        Service::spawn(cmd, log, port)
+    }
+
+    fn spawn(mut cmd: Command, log: PathBuf, port: u16) -> Service {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn service");
+        Service { child, log, port }
+    }
+
+    /// SIGKILL: no shutdown hook runs, like a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The service's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("service exited with {status}; log:\n{}", self.log_text());
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Per-million-token prices, written by hand from the providers' price pages for these
+/// tests, independently of `pricing/catalog/default.toml`: (input, cached input, cache write, output).
+pub fn expected_prices(model: &str) -> Option<(Decimal, Decimal, Decimal, Decimal)> {
+    match model {
+        "gpt-4o" | "gpt-4o-2024-08-06" => Some((dec!(2.50), dec!(1.25), dec!(2.50), dec!(10.00))),
+        "gpt-4o-mini" => Some((dec!(0.15), dec!(0.075), dec!(0.15), dec!(0.60))),
+        "claude-sonnet-4-5" => Some((dec!(3.00), dec!(0.30), dec!(3.75), dec!(15.00))),
+        _ => None,
+    }
+}
+
+/// The cost of `e` under [`expected_prices`]; unknown models cost zero.
+pub fn expected_cost(e: &UsageEvent) -> Decimal {
+    let Some((input, cached, write, output)) = expected_prices(&e.model) else {
+        return Decimal::ZERO;
+    };
+    (Decimal::from(e.input_tokens) * input
+        + Decimal::from(e.cached_input_tokens) * cached
+        + Decimal::from(e.cache_write_tokens) * write
+        + Decimal::from(e.output_tokens) * output)
+        / dec!(1000000)
+}
+
+/// Expected spend per tenant.
+pub fn expected_by_tenant(events: &[UsageEvent]) -> BTreeMap<String, Decimal> {
+    let mut out = BTreeMap::new();
+    for e in events {
+        *out.entry(e.tenant_id.clone()).or_insert(Decimal::ZERO) += expected_cost(e);
+    }
+    out
+}
+
+/// Spend per tenant in the database's rollup table, read as exact decimal strings.
+pub async fn rollup_by_tenant(stack: &Stack, database: &str) -> BTreeMap<String, Decimal> {
+    let tsv = stack
+        .query(&format!(
+            "SELECT tenant_id, toString(sum(cost)) FROM {database}.usage_cost_minute GROUP BY tenant_id FORMAT TSV"
+        ))
+        .await;
+    tsv.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (t, c) = l.split_once('\t').expect("two columns");
+            (t.to_string(), Decimal::from_str(c).expect("decimal"))
+        })
+        .collect()
+}
+
+/// Integer result of a scalar query, or `None` while the table does not exist yet.
+pub async fn scalar(stack: &Stack, sql: &str) -> Option<u64> {
+    let resp = reqwest::Client::new()
+        .post(&stack.clickhouse_url)
+        .body(sql.to_string())
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()?.trim().parse().ok()
+}
+
+/// Every record of partitions 0..`partitions` of `topic`, from the beginning until no new
+/// record arrives for `idle` (tansu's high watermarks are not reliable enough to stop on).
+pub fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<OwnedMessage> {
+    let idle = Duration::from_millis(1500);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < idle {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+            last = Instant::now();
+        }
+    }
+    out
+}
