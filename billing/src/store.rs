@@ -118,7 +118,7 @@ impl BillingStore {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         // Sorted here: in SQL, `cost` would resolve to the string alias, not the column.
-        lines.sort_by(|a, b| b.cost.cmp(&a.cost));
+        lines.sort_by_key(|l| std::cmp::Reverse(l.cost));
         Ok(lines)
     }
 
