@@ -1,0 +1,12 @@
+# One image with every costpipe binary; docker-compose picks the command per service.
+FROM rust:1.85-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --workspace --bins
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libcurl4 && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/costpipe-aggregator /src/target/release/costpipe-billing \
+     /src/target/release/costpipe-loadgen /src/target/release/costpipe-controls /usr/local/bin/
+USER 65534
