@@ -1,5 +1,5 @@
 # One image with every costpipe binary; docker-compose picks the command per service.
-FROM rust:1.85-bookworm AS build
+FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
