@@ -12,16 +12,7 @@ use rdkafka::util::Timeout;
 use costpipe_aggregator_core::DeadLetter;
 use costpipe_schemas::{BudgetControl, ControlCodec};
 
-/// Header names on dead-letter records.
-pub mod headers {
-    pub const REASON_CODE: &str = "costpipe.reason_code";
-    pub const REASON: &str = "costpipe.reason";
-    pub const SOURCE: &str = "costpipe.source";
-    pub const SOURCE_TOPIC: &str = "costpipe.source_topic";
-    pub const SOURCE_PARTITION: &str = "costpipe.source_partition";
-    pub const SOURCE_OFFSET: &str = "costpipe.source_offset";
-    pub const FAILED_AT: &str = "costpipe.failed_at";
-}
+use costpipe_schemas::dead_letter as headers;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 

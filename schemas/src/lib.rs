@@ -7,6 +7,7 @@
 pub mod clickhouse_ddl;
 pub mod codec;
 pub mod control_event;
+pub mod dead_letter;
 pub mod error;
 pub mod registry;
 pub mod usage_event;
