@@ -16,6 +16,13 @@ use costpipe_schemas::clickhouse_ddl::{is_valid_database_name, MIGRATIONS};
 /// Scale of every `Decimal(38, 12)` money column.
 pub const MONEY_SCALE: u32 = 12;
 
+/// Exact `Decimal(18, 6)` wire value of a percentage (catalog percents have at most 6 places).
+pub fn percent_to_ticks(d: Decimal) -> i64 {
+    let mut d = d;
+    d.rescale(6);
+    i64::try_from(d.mantissa()).unwrap_or(i64::MAX)
+}
+
 /// Events table.
 pub const EVENTS_TABLE: &str = "usage_events_priced";
 /// Per-minute rollup table.
@@ -51,9 +58,17 @@ struct EventRow<'a> {
     cached_input_tokens: u64,
     cache_write_tokens: u64,
     reasoning_tokens: u64,
+    cache_write_1h_tokens: u64,
     cost: i128,
     currency: &'a str,
+    billing_cost: i128,
+    billing_currency: &'a str,
+    exchange_rate: i128,
+    tier_above: Option<u64>,
+    contract_price: bool,
+    adjustment_percent: i64,
     unpriced: bool,
+    unpriced_reason: &'a str,
     catalog_version: &'a str,
     request_id: &'a str,
     trace_id: &'a str,
@@ -71,6 +86,7 @@ struct RollupRow<'a> {
     department: &'a str,
     model: &'a str,
     currency: &'a str,
+    billing_currency: &'a str,
     #[serde(with = "clickhouse::serde::chrono::datetime")]
     minute: DateTime<Utc>,
     events: u64,
@@ -80,7 +96,9 @@ struct RollupRow<'a> {
     cached_input_tokens: u64,
     cache_write_tokens: u64,
     reasoning_tokens: u64,
+    cache_write_1h_tokens: u64,
     cost: i128,
+    billing_cost: i128,
 }
 
 #[derive(Row, Serialize)]
@@ -223,9 +241,17 @@ impl ClickHouseStore {
                         cached_input_tokens: e.cached_input_tokens as u64,
                         cache_write_tokens: e.cache_write_tokens as u64,
                         reasoning_tokens: e.reasoning_tokens as u64,
+                        cache_write_1h_tokens: e.cache_write_1h_tokens.unwrap_or(0) as u64,
                         cost: money_to_ticks(p.priced.cost),
                         currency: &p.priced.currency,
-                        unpriced: p.priced.unpriced,
+                        billing_cost: money_to_ticks(p.priced.billing_cost),
+                        billing_currency: &p.priced.billing_currency,
+                        exchange_rate: money_to_ticks(p.priced.exchange_rate),
+                        tier_above: p.priced.tier_above,
+                        contract_price: p.priced.contract,
+                        adjustment_percent: percent_to_ticks(p.priced.adjustment_percent),
+                        unpriced: p.priced.is_unpriced(),
+                        unpriced_reason: p.priced.unpriced.map_or("", |r| r.as_str()),
                         catalog_version: &epoch.catalog_version,
                         request_id: opt(&e.request_id),
                         trace_id: opt(&e.trace_id),
@@ -259,6 +285,7 @@ impl ClickHouseStore {
                         department: &k.department,
                         model: &k.model,
                         currency: &k.currency,
+                        billing_currency: &k.billing_currency,
                         minute: ms_to_datetime(k.minute * 1000),
                         events: t.events,
                         unpriced_events: t.unpriced_events,
@@ -267,7 +294,9 @@ impl ClickHouseStore {
                         cached_input_tokens: t.cached_input_tokens,
                         cache_write_tokens: t.cache_write_tokens,
                         reasoning_tokens: t.reasoning_tokens,
+                        cache_write_1h_tokens: t.cache_write_1h_tokens,
                         cost: money_to_ticks(t.cost),
+                        billing_cost: money_to_ticks(t.billing_cost),
                     })
                     .await?;
             }
@@ -276,7 +305,7 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    /// Spend per tenant in `period` and `currency`, from the rollup (the source of truth).
+    /// Spend per tenant in `period` in billing `currency`, from the rollup (the source of truth).
     /// `tenants = None` means every tenant with spend in the period.
     pub async fn period_spend(
         &self,
@@ -292,8 +321,8 @@ impl ClickHouseStore {
             ""
         };
         let sql = format!(
-            "SELECT tenant_id, toString(sum(cost)) AS spend FROM usage_cost_minute \
-             WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND currency = ? {tenant_filter} \
+            "SELECT tenant_id, toString(sum(billing_cost)) AS spend FROM usage_cost_minute \
+             WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND billing_currency = ? {tenant_filter} \
              GROUP BY tenant_id"
         );
         let mut q = self.client.query(&sql).bind(start).bind(end).bind(currency);

@@ -225,9 +225,13 @@ impl Pipeline {
             );
         } else {
             self.metrics.events_priced.inc_by(epoch.events.len() as u64);
-            self.metrics
-                .events_unpriced
-                .inc_by(epoch.events.iter().filter(|e| e.priced.unpriced).count() as u64);
+            self.metrics.events_unpriced.inc_by(
+                epoch
+                    .events
+                    .iter()
+                    .filter(|e| e.priced.is_unpriced())
+                    .count() as u64,
+            );
         }
         self.metrics.epochs_written.inc();
         Ok(())

@@ -1,7 +1,8 @@
 //! costpipe-billing: the billing API over ClickHouse.
 //!
 //! `GET /v1/tenants/{tenant}/costs/month-to-date?period=YYYY-MM` returns a tenant's bill
-//! by model and department; `GET /v1/costs/month-to-date` returns every tenant's bill.
+//! by model and department; `GET /v1/costs/month-to-date` returns every tenant's bill;
+//! `GET /v1/unpriced?period=YYYY-MM` lists models that had no price, for the catalog owner.
 
 mod bill;
 mod store;
@@ -125,6 +126,14 @@ async fn all_month_to_date(
     Ok(Json(bills))
 }
 
+async fn unpriced(
+    State(store): State<BillingStore>,
+    Query(q): Query<PeriodQuery>,
+) -> Result<Json<Vec<crate::store::UnpricedModel>>, ApiError> {
+    let (_, start, end) = month_of(&q)?;
+    Ok(Json(store.unpriced(start, end).await?))
+}
+
 async fn ready(State(store): State<BillingStore>) -> Result<&'static str, ApiError> {
     store.ping().await?;
     Ok("ready")
@@ -151,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             get(tenant_month_to_date),
         )
         .route("/v1/costs/month-to-date", get(all_month_to_date))
+        .route("/v1/unpriced", get(unpriced))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(store);

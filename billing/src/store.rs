@@ -8,7 +8,8 @@ use clickhouse::{Client, Row};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// One line of a tenant's bill: spend of one model in one department.
+/// One line of a tenant's bill: spend of one model in one department, in the tenant's
+/// billing currency.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CostLine {
     pub model: String,
@@ -85,13 +86,14 @@ impl BillingStore {
         let rows = self
             .client
             .query(
-                "SELECT model, department, currency, sum(events) AS events, sum(unpriced_events) AS unpriced_events, \
+                "SELECT model, department, billing_currency AS currency, sum(events) AS events, \
+                 sum(unpriced_events) AS unpriced_events, \
                  sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
                  sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-                 sum(reasoning_tokens) AS reasoning_tokens, toString(sum(cost)) AS cost_text \
+                 sum(reasoning_tokens) AS reasoning_tokens, toString(sum(billing_cost)) AS cost_text \
                  FROM usage_cost_minute \
                  WHERE tenant_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) \
-                 GROUP BY model, department, currency ORDER BY model, department, currency",
+                 GROUP BY model, department, billing_currency ORDER BY model, department, currency",
             )
             .bind(tenant)
             .bind(start_s)
@@ -136,5 +138,36 @@ impl BillingStore {
             .await
             .context("querying tenants")?;
         Ok(rows.into_iter().map(|r| r.tenant_id).collect())
+    }
+}
+
+/// Unpriced usage of one model: what an operator must add to the catalog, then reprice.
+#[derive(Debug, Clone, Serialize, Row, Deserialize, PartialEq, Eq)]
+pub struct UnpricedModel {
+    pub model: String,
+    pub provider: String,
+    pub reason: String,
+    pub events: u64,
+    pub tenants: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl BillingStore {
+    /// Models with unpriced events in `[start_s, end_s)`.
+    pub async fn unpriced(&self, start_s: i64, end_s: i64) -> anyhow::Result<Vec<UnpricedModel>> {
+        self.client
+            .query(
+                "SELECT model, provider, unpriced_reason AS reason, count() AS events, uniqExact(tenant_id) AS tenants, \
+                 sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens \
+                 FROM usage_events_priced \
+                 WHERE unpriced AND event_time >= toDateTime64(?, 3) AND event_time < toDateTime64(?, 3) \
+                 GROUP BY model, provider, reason ORDER BY events DESC",
+            )
+            .bind(start_s)
+            .bind(end_s)
+            .fetch_all::<UnpricedModel>()
+            .await
+            .context("querying unpriced events")
     }
 }

@@ -114,7 +114,7 @@ impl Emitter {
             .map_err(|e| EmitError::Config(e.to_string()))?;
         Ok(Emitter {
             producer,
-            codec: UsageCodec::usage_v1(),
+            codec: UsageCodec::current(),
             config,
         })
     }

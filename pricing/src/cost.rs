@@ -1,122 +1,219 @@
 //! `price_event`: the exact cost of one usage event under a catalog.
+//!
+//! Rounding, documented once: the list cost is exact (prices have at most 6 decimal places
+//! per million tokens, so a cost has at most 12). A percentage adjustment and a currency
+//! conversion each round once, to 12 decimal places, half to even. Nothing else rounds;
+//! invoices are sums of these stored amounts.
 
-use rust_decimal::Decimal;
+use std::sync::Arc;
+
+use rust_decimal::{Decimal, RoundingStrategy};
 
 use costpipe_schemas::UsageEvent;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Prices};
 
-/// The outcome of pricing one event. Unknown models are never dropped: they cost zero and
-/// carry `unpriced = true` so that an operator can add the price and reprice.
+/// Decimal places of every stored amount.
+pub const COST_SCALE: u32 = 12;
+
+/// Why an event could not be priced (it is kept, at zero, and flagged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnpricedReason {
+    /// The model is not in the catalog.
+    UnknownModel,
+    /// The model is known but no price was in force at the event's time.
+    NoPriceAtTime,
+    /// The cost is known but no exchange rate into the billing currency was in force.
+    NoExchangeRate,
+}
+
+impl UnpricedReason {
+    /// Stable code for storage and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnpricedReason::UnknownModel => "unknown_model",
+            UnpricedReason::NoPriceAtTime => "no_price_at_time",
+            UnpricedReason::NoExchangeRate => "no_exchange_rate",
+        }
+    }
+}
+
+/// The outcome of pricing one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedCost {
-    /// The catalog key the model matched, or `None` when unpriced.
-    pub price_model: Option<String>,
-    /// Exact cost in `currency`.
+    /// The catalog key the model matched, if any.
+    pub price_model: Option<Arc<str>>,
+    /// Cost in `currency` (the price's currency), after contract prices and adjustments.
     pub cost: Decimal,
-    /// ISO 4217 currency of `cost`.
-    pub currency: String,
-    /// The model is not in the catalog.
-    pub unpriced: bool,
+    pub currency: Arc<str>,
+    /// Cost in the tenant's billing currency.
+    pub billing_cost: Decimal,
+    pub billing_currency: Arc<str>,
+    /// `billing_cost = round(cost * exchange_rate)`; one when no conversion was needed.
+    pub exchange_rate: Decimal,
+    /// Threshold of the long-context tier applied, if any.
+    pub tier_above: Option<u64>,
+    /// A tenant contract price was used instead of the list price.
+    pub contract: bool,
+    /// Discount (negative) or markup applied, in percent.
+    pub adjustment_percent: Decimal,
+    /// Why the event is unpriced, if it is.
+    pub unpriced: Option<UnpricedReason>,
 }
 
-const PER_MILLION: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
-/// Currency reported for an unpriced event.
-pub const UNPRICED_CURRENCY: &str = "USD";
+impl PricedCost {
+    /// Whether the event is unpriced.
+    pub fn is_unpriced(&self) -> bool {
+        self.unpriced.is_some()
+    }
+}
 
-/// Prices `event`. Tokens are validated non-negative upstream; `reasoning_tokens` is part of
-/// `output_tokens` and priced at the reasoning price where the catalog has one.
-pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
-    let Some(model) = catalog.lookup(&event.model) else {
-        return PricedCost {
-            price_model: None,
-            cost: Decimal::ZERO,
-            currency: UNPRICED_CURRENCY.to_string(),
-            unpriced: true,
-        };
-    };
-    let p = &model.price;
-    let (plain_output, reasoning_price) = match p.reasoning {
-        Some(r) => (event.output_tokens - event.reasoning_tokens, r),
-        None => (event.output_tokens, Decimal::ZERO),
-    };
-    let reasoning_tokens = if p.reasoning.is_some() {
-        event.reasoning_tokens
+fn shift_scale(d: Decimal, places: u32) -> Decimal {
+    let mut out = d;
+    if out.set_scale(d.scale() + places).is_ok() {
+        out
     } else {
-        0
-    };
-    let micro_total = Decimal::from(event.input_tokens) * p.input
-        + Decimal::from(event.cached_input_tokens) * p.cached_input.unwrap_or(p.input)
-        + Decimal::from(event.cache_write_tokens) * p.cache_write.unwrap_or(p.input)
-        + Decimal::from(plain_output) * p.output
-        + Decimal::from(reasoning_tokens) * reasoning_price;
-    PricedCost {
-        price_model: Some(model.key.clone()),
-        cost: (micro_total / PER_MILLION).normalize(),
-        currency: model.currency.clone(),
-        unpriced: false,
+        d / Decimal::from(10u64.pow(places))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use rust_decimal_macros::dec;
-    use uuid::Uuid;
+fn round(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointNearestEven)
+        .normalize()
+}
 
-    fn event(model: &str, input: i64, cached: i64, write: i64, output: i64) -> UsageEvent {
-        let mut e = UsageEvent::new(Uuid::new_v4(), 0, "t", "p", model);
-        e.input_tokens = input;
-        e.cached_input_tokens = cached;
-        e.cache_write_tokens = write;
-        e.output_tokens = output;
-        e
-    }
+/// `amount` in another currency at `rate`, rounded once (half to even, 12 places).
+pub fn convert(amount: Decimal, rate: Decimal) -> Decimal {
+    round(amount * rate)
+}
 
-    #[test]
-    fn hand_computed_costs() {
-        let c = Catalog::builtin();
-        // 1000 * 2.50/M + 500 * 1.25/M + 200 * 10/M = 0.0025 + 0.000625 + 0.002
-        assert_eq!(
-            price_event(&c, &event("gpt-4o", 1000, 500, 0, 200)).cost,
-            dec!(0.005125)
-        );
-        // 1M cache writes on sonnet = 3.75; 1 cached read = 0.0000003
-        assert_eq!(
-            price_event(&c, &event("claude-sonnet-4-5", 0, 1, 1_000_000, 0)).cost,
-            dec!(3.7500003)
-        );
-        // gpt-4o-mini: 7 * 0.075/M = 0.000000525
-        assert_eq!(
-            price_event(&c, &event("gpt-4o-mini", 0, 7, 0, 0)).cost,
-            dec!(0.000000525)
-        );
-    }
+/// Token counts of an event by bucket; validated non-negative upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tokens {
+    pub input: i64,
+    pub cached_input: i64,
+    pub cache_write_5m: i64,
+    pub cache_write_1h: i64,
+    pub output: i64,
+    pub reasoning: i64,
+}
 
-    #[test]
-    fn unknown_model_is_flagged_not_dropped() {
-        let p = price_event(&Catalog::builtin(), &event("mystery-1", 10, 0, 0, 10));
-        assert!(p.unpriced);
-        assert_eq!(p.cost, Decimal::ZERO);
-        assert_eq!(p.price_model, None);
-    }
-
-    proptest! {
-        #[test]
-        fn cost_is_linear_in_tokens(a in 0i64..10_000_000, b in 0i64..10_000_000, k in 1i64..1000) {
-            let c = Catalog::builtin();
-            let one = price_event(&c, &event("claude-sonnet-4-5", a, b, a, b)).cost;
-            let scaled = price_event(&c, &event("claude-sonnet-4-5", a * k, b * k, a * k, b * k)).cost;
-            prop_assert_eq!(one * Decimal::from(k), scaled);
+impl Tokens {
+    /// The buckets of `e`.
+    pub fn of(e: &UsageEvent) -> Tokens {
+        Tokens {
+            input: e.input_tokens,
+            cached_input: e.cached_input_tokens,
+            cache_write_5m: e.cache_write_tokens,
+            cache_write_1h: e.cache_write_1h_tokens.unwrap_or(0),
+            output: e.output_tokens,
+            reasoning: e.reasoning_tokens,
         }
+    }
 
-        #[test]
-        fn cost_scale_fits_clickhouse(a in 0i64..i32::MAX as i64, b in 0i64..i32::MAX as i64) {
-            let c = Catalog::builtin();
-            for m in ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"] {
-                prop_assert!(price_event(&c, &event(m, a, b, b, a)).cost.scale() <= 12);
+    /// Tokens of the prompt, which long-context tiers are decided on.
+    pub fn prompt(&self) -> u64 {
+        (self.input + self.cached_input + self.cache_write_5m + self.cache_write_1h).max(0) as u64
+    }
+}
+
+/// The exact list cost of `t` at `p`.
+pub fn cost_at(p: &Prices, t: &Tokens) -> Decimal {
+    let (plain_output, reasoning) = match p.reasoning {
+        Some(r) => (t.output - t.reasoning, Decimal::from(t.reasoning) * r),
+        None => (t.output, Decimal::ZERO),
+    };
+    let per_million = Decimal::from(t.input) * p.input
+        + Decimal::from(t.cached_input) * p.cached_input
+        + Decimal::from(t.cache_write_5m) * p.cache_write_5m
+        + Decimal::from(t.cache_write_1h) * p.cache_write_1h
+        + Decimal::from(plain_output) * p.output
+        + reasoning;
+    shift_scale(per_million, 6) + p.per_request
+}
+
+/// Prices `event`.
+pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
+    let at = event.event_time;
+    let billing_currency = catalog.billing_currency(&event.tenant_id).clone();
+    let unpriced = |reason, model: Option<Arc<str>>, currency: Arc<str>| PricedCost {
+        price_model: model,
+        cost: Decimal::ZERO,
+        currency,
+        billing_cost: Decimal::ZERO,
+        billing_currency: billing_currency.clone(),
+        exchange_rate: Decimal::ONE,
+        tier_above: None,
+        contract: false,
+        adjustment_percent: Decimal::ZERO,
+        unpriced: Some(reason),
+    };
+    let Some(model) = catalog.lookup(&event.model) else {
+        return unpriced(UnpricedReason::UnknownModel, None, billing_currency.clone());
+    };
+    let tokens = Tokens::of(event);
+    let (list_cost, currency, tier_above, contract) =
+        match catalog.contract(&event.tenant_id, &model.key, at) {
+            Some(c) => (cost_at(&c.prices, &tokens), c.currency.clone(), None, true),
+            None => {
+                let Some(period) = model.period_at(at) else {
+                    return unpriced(
+                        UnpricedReason::NoPriceAtTime,
+                        Some(model.key.clone()),
+                        model.currency.clone(),
+                    );
+                };
+                let (prices, tier) = period.prices_for(tokens.prompt());
+                (
+                    cost_at(prices, &tokens),
+                    model.currency.clone(),
+                    tier,
+                    false,
+                )
+            }
+        };
+    let adjustment_percent = catalog
+        .adjustment(&event.tenant_id, event.department.as_deref(), at)
+        .unwrap_or_default();
+    let cost = if adjustment_percent.is_zero() {
+        list_cost.normalize()
+    } else {
+        round(shift_scale(
+            list_cost * (Decimal::ONE_HUNDRED + adjustment_percent),
+            2,
+        ))
+    };
+    let (billing_cost, exchange_rate) = if currency == billing_currency {
+        (cost, Decimal::ONE)
+    } else {
+        match catalog.rate(&currency, &billing_currency, at) {
+            Some(r) => (convert(cost, r.rate), r.rate),
+            None => {
+                return PricedCost {
+                    cost,
+                    currency,
+                    tier_above,
+                    contract,
+                    adjustment_percent,
+                    ..unpriced(
+                        UnpricedReason::NoExchangeRate,
+                        Some(model.key.clone()),
+                        billing_currency.clone(),
+                    )
+                }
             }
         }
+    };
+    PricedCost {
+        price_model: Some(model.key.clone()),
+        cost,
+        currency,
+        billing_cost,
+        billing_currency,
+        exchange_rate,
+        tier_above,
+        contract,
+        adjustment_percent,
+        unpriced: None,
     }
 }

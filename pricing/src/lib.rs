@@ -1,13 +1,15 @@
 //! The price catalog and the exact cost of a usage event.
 //!
-//! Pure: loading parses a string, pricing is arithmetic on `rust_decimal::Decimal`. Never `f64`.
-//! A cost is computed without rounding: prices carry at most 6 decimal places per million
-//! tokens, so a per-token cost has at most 12, which is the scale ClickHouse stores.
+//! Pure: loading parses a string, pricing is arithmetic on `rust_decimal::Decimal`, never
+//! `f64`. The catalog format and the matching rules are in `CATALOG.md`; the rounding rule
+//! is in [`cost`].
 
 pub mod catalog;
 pub mod cost;
 pub mod error;
+mod file;
 
-pub use catalog::{Catalog, ModelPrice, TokenPrices};
-pub use cost::{price_event, PricedCost};
+pub use catalog::{Catalog, Model, PricePeriod, Prices, Tier};
+pub use cost::{convert, cost_at, price_event, PricedCost, Tokens, UnpricedReason, COST_SCALE};
 pub use error::CatalogError;
+pub use file::ModelKind;

@@ -1,4 +1,5 @@
 -- One row per priced usage event. Raw facts for drill-down, invoices and repricing.
+-- `cost` is in the price's currency, `billing_cost` in the tenant's billing currency.
 -- Written by the aggregator, one insert per partition epoch, deduplicated by insert token
 -- so that replaying an epoch after a crash is a no-op.
 CREATE TABLE IF NOT EXISTS {db}.usage_events_priced
@@ -19,9 +20,17 @@ CREATE TABLE IF NOT EXISTS {db}.usage_events_priced
     cached_input_tokens UInt64,
     cache_write_tokens  UInt64,
     reasoning_tokens    UInt64,
+    cache_write_1h_tokens UInt64,
     cost                Decimal(38, 12),
     currency            LowCardinality(String),
+    billing_cost        Decimal(38, 12),
+    billing_currency    LowCardinality(String),
+    exchange_rate       Decimal(38, 12),
+    tier_above          Nullable(UInt64),
+    contract_price      Bool,
+    adjustment_percent  Decimal(18, 6),
     unpriced            Bool,
+    unpriced_reason     LowCardinality(String),
     catalog_version     LowCardinality(String),
     request_id          String,
     trace_id            String,

@@ -9,7 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::control_event::BudgetControl;
 use crate::error::{DecodeError, EncodeError};
-use crate::registry::{RegisteredSchema, SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID};
+use crate::registry::{RegisteredSchema, SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID, USAGE_V2_ID};
 use crate::usage_event::UsageEvent;
 use crate::wire;
 
@@ -28,9 +28,20 @@ pub type UsageCodec = Codec<UsageEvent>;
 pub type ControlCodec = Codec<BudgetControl>;
 
 impl UsageCodec {
-    /// Writes usage event v1.
+    /// Writes usage event v1 (what emitters built before v2 write; `cache_write_1h_tokens`
+    /// is not carried).
     pub fn usage_v1() -> Self {
         Codec::for_id(USAGE_V1_ID)
+    }
+
+    /// Writes usage event v2, the current version.
+    pub fn usage_v2() -> Self {
+        Codec::for_id(USAGE_V2_ID)
+    }
+
+    /// The version new records are written in.
+    pub fn current() -> Self {
+        Self::usage_v2()
     }
 }
 
@@ -42,6 +53,17 @@ impl ControlCodec {
 }
 
 impl<T: Serialize + DeserializeOwned> Codec<T> {
+    /// A codec writing the registered schema `id`; `None` if the id is unknown.
+    pub fn try_for_id(id: u32) -> Option<Self> {
+        let registry = SchemaRegistry::builtin();
+        let writer = registry.get(id)?.clone();
+        Some(Codec {
+            writer,
+            registry,
+            _type: std::marker::PhantomData,
+        })
+    }
+
     fn for_id(id: u32) -> Self {
         let registry = SchemaRegistry::builtin();
         let writer = registry.get(id).expect("built-in schema id").clone();
@@ -130,11 +152,93 @@ mod tests {
 
     #[test]
     fn usage_round_trips_with_header() {
-        let codec = UsageCodec::usage_v1();
-        let event = sample();
+        let codec = UsageCodec::current();
+        let mut event = sample();
+        event.cache_write_1h_tokens = Some(7);
         let bytes = codec.encode(&event).unwrap();
-        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 1]);
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 3]);
         assert_eq!(codec.decode(&bytes).unwrap(), event);
+    }
+
+    /// Usage event v1 exactly as a v1 build of costpipe had it, without the v2 field.
+    #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    struct UsageEventV1 {
+        event_id: String,
+        event_time: i64,
+        tenant_id: String,
+        department: Option<String>,
+        user_id: Option<String>,
+        project_id: Option<String>,
+        feature: Option<String>,
+        environment: Option<String>,
+        provider: String,
+        model: String,
+        input_tokens: i64,
+        output_tokens: i64,
+        cached_input_tokens: i64,
+        cache_write_tokens: i64,
+        reasoning_tokens: i64,
+        request_id: Option<String>,
+        trace_id: Option<String>,
+        span_name: Option<String>,
+        labels: std::collections::HashMap<String, String>,
+    }
+
+    #[test]
+    fn v1_records_are_read_by_the_v2_reader() {
+        let v1_writer: Codec<UsageEventV1> = Codec::try_for_id(USAGE_V1_ID).unwrap();
+        let e = sample();
+        let old = UsageEventV1 {
+            event_id: e.event_id.to_string(),
+            event_time: e.event_time,
+            tenant_id: e.tenant_id.clone(),
+            department: e.department.clone(),
+            user_id: None,
+            project_id: None,
+            feature: None,
+            environment: None,
+            provider: e.provider.clone(),
+            model: e.model.clone(),
+            input_tokens: e.input_tokens,
+            output_tokens: e.output_tokens,
+            cached_input_tokens: e.cached_input_tokens,
+            cache_write_tokens: e.cache_write_tokens,
+            reasoning_tokens: e.reasoning_tokens,
+            request_id: None,
+            trace_id: None,
+            span_name: None,
+            labels: e.labels.clone(),
+        };
+        let bytes = v1_writer.encode(&old).unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, USAGE_V1_ID as u8]);
+        let read = UsageCodec::current().decode(&bytes).unwrap();
+        assert_eq!(
+            read, e,
+            "every v1 field survives; the v2 field takes its default"
+        );
+        assert_eq!(read.cache_write_1h_tokens, None);
+    }
+
+    #[test]
+    fn v2_records_are_read_by_a_v1_reader() {
+        let mut e = sample();
+        e.cache_write_1h_tokens = Some(4000);
+        let bytes = UsageCodec::current().encode(&e).unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, USAGE_V2_ID as u8]);
+        let v1_reader: Codec<UsageEventV1> = Codec::try_for_id(USAGE_V1_ID).unwrap();
+        let old = v1_reader.decode(&bytes).unwrap();
+        assert_eq!(old.event_id, e.event_id.to_string());
+        assert_eq!(
+            (
+                old.input_tokens,
+                old.cached_input_tokens,
+                old.reasoning_tokens
+            ),
+            (1200, 50, 20)
+        );
+        assert_eq!(old.labels, e.labels);
+        // And the v2 reader keeps the new field.
+        assert_eq!(UsageCodec::current().decode(&bytes).unwrap(), e);
     }
 
     #[test]

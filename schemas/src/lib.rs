@@ -17,6 +17,6 @@ pub mod wire;
 pub use codec::{ControlCodec, UsageCodec};
 pub use control_event::{BudgetControl, BudgetLevel};
 pub use error::{DecodeError, EncodeError};
-pub use registry::{SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID};
+pub use registry::{SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID, USAGE_V2_ID};
 pub use usage_event::UsageEvent;
 pub use validate::{RejectCode, ValidationError, ValidationLimits};

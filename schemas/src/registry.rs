@@ -10,6 +10,8 @@ use apache_avro::Schema;
 pub const USAGE_V1_ID: u32 = 1;
 /// Schema id of budget control event v1.
 pub const CONTROL_V1_ID: u32 = 2;
+/// Schema id of usage event v2 (adds `cache_write_1h_tokens`).
+pub const USAGE_V2_ID: u32 = 3;
 
 /// Subject name of usage events (record name strategy independent of the topic name, so
 /// renamed topics keep their ids).
@@ -19,6 +21,7 @@ pub const CONTROL_SUBJECT: &str = "costpipe.control-value";
 
 const USAGE_V1: &str = include_str!("../avro/usage_event_v1.avsc");
 const CONTROL_V1: &str = include_str!("../avro/budget_control_v1.avsc");
+const USAGE_V2: &str = include_str!("../avro/usage_event_v2.avsc");
 
 /// A parsed schema with its registry coordinates.
 #[derive(Debug)]
@@ -45,6 +48,7 @@ impl SchemaRegistry {
             for (id, subject, version, text) in [
                 (USAGE_V1_ID, USAGE_SUBJECT, 1, USAGE_V1),
                 (CONTROL_V1_ID, CONTROL_SUBJECT, 1, CONTROL_V1),
+                (USAGE_V2_ID, USAGE_SUBJECT, 2, USAGE_V2),
             ] {
                 let schema = Schema::parse_str(text).expect("shipped .avsc files parse");
                 by_id.insert(
@@ -71,6 +75,7 @@ impl SchemaRegistry {
         match id {
             USAGE_V1_ID => Some(USAGE_V1),
             CONTROL_V1_ID => Some(CONTROL_V1),
+            USAGE_V2_ID => Some(USAGE_V2),
             _ => None,
         }
     }

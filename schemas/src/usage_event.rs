@@ -1,4 +1,5 @@
-//! The usage event: one model call, as services and gateways emit it.
+//! The usage event: one model call, as services and gateways emit it. The Rust type is the
+//! newest schema version (v2); older records decode into it through Avro schema resolution.
 
 use std::collections::HashMap;
 
@@ -29,6 +30,9 @@ pub struct UsageEvent {
     pub cache_write_tokens: i64,
     #[serde(default)]
     pub reasoning_tokens: i64,
+    /// Since v2: 1-hour-TTL cache writes (`cache_write_tokens` holds the 5-minute ones).
+    #[serde(default)]
+    pub cache_write_1h_tokens: Option<i64>,
     pub request_id: Option<String>,
     pub trace_id: Option<String>,
     pub span_name: Option<String>,
@@ -61,6 +65,7 @@ impl UsageEvent {
             cached_input_tokens: 0,
             cache_write_tokens: 0,
             reasoning_tokens: 0,
+            cache_write_1h_tokens: None,
             request_id: None,
             trace_id: None,
             span_name: None,

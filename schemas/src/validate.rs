@@ -131,6 +131,10 @@ impl ValidationLimits {
             ("cached_input_tokens", event.cached_input_tokens),
             ("cache_write_tokens", event.cache_write_tokens),
             ("reasoning_tokens", event.reasoning_tokens),
+            (
+                "cache_write_1h_tokens",
+                event.cache_write_1h_tokens.unwrap_or(0),
+            ),
         ] {
             if value < 0 {
                 return Err(reject(

@@ -71,19 +71,22 @@ impl OpenEpoch {
             tenant_id: e.tenant_id.clone(),
             department: e.department.clone().unwrap_or_default(),
             model: e.model.clone(),
-            currency: priced.priced.currency.clone(),
+            currency: priced.priced.currency.to_string(),
+            billing_currency: priced.priced.billing_currency.to_string(),
             minute: minute_of(e.event_time),
         };
         let t = self.rollups.entry(key).or_default();
         t.events += 1;
-        t.unpriced_events += u64::from(priced.priced.unpriced);
+        t.unpriced_events += u64::from(priced.priced.is_unpriced());
         // Tokens are validated non-negative before pricing, so these casts are lossless.
         t.input_tokens += e.input_tokens as u64;
         t.output_tokens += e.output_tokens as u64;
         t.cached_input_tokens += e.cached_input_tokens as u64;
         t.cache_write_tokens += e.cache_write_tokens as u64;
         t.reasoning_tokens += e.reasoning_tokens as u64;
+        t.cache_write_1h_tokens += e.cache_write_1h_tokens.unwrap_or(0) as u64;
         t.cost += priced.priced.cost;
+        t.billing_cost += priced.priced.billing_cost;
         self.next_offset = priced.offset + 1;
         self.events.push(priced);
     }

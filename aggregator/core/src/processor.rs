@@ -74,7 +74,7 @@ impl Processor {
         Processor {
             topic: topic.into(),
             catalog,
-            codec: UsageCodec::usage_v1(),
+            codec: UsageCodec::current(),
             limits,
             policy,
             partitions: BTreeMap::new(),
@@ -163,7 +163,7 @@ impl Processor {
         let disposition = match outcome {
             Ok(priced) => {
                 self.stats.accepted += 1;
-                self.stats.unpriced += u64::from(priced.priced.unpriced);
+                self.stats.unpriced += u64::from(priced.priced.is_unpriced());
                 epoch.add_event(priced);
                 Disposition::Accepted
             }

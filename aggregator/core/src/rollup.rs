@@ -8,7 +8,10 @@ pub struct RollupKey {
     pub tenant_id: String,
     pub department: String,
     pub model: String,
+    /// Currency of `cost` (the price's).
     pub currency: String,
+    /// Currency of `billing_cost` (the tenant's).
+    pub billing_currency: String,
     /// Start of the minute, UTC seconds since the epoch.
     pub minute: i64,
 }
@@ -23,7 +26,9 @@ pub struct RollupTotals {
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
+    pub cache_write_1h_tokens: u64,
     pub cost: Decimal,
+    pub billing_cost: Decimal,
 }
 
 /// Start of the minute containing `millis`, in seconds.
