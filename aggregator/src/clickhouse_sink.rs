@@ -90,7 +90,7 @@ struct RollupRow<'a> {
     #[serde(with = "clickhouse::serde::chrono::datetime")]
     minute: DateTime<Utc>,
     events: u64,
-    unpriced_events: u64,
+    unpriced_events: i64,
     input_tokens: u64,
     output_tokens: u64,
     cached_input_tokens: u64,
@@ -157,6 +157,11 @@ impl ClickHouseStore {
             client: client.with_database(database),
             database: database.to_string(),
         })
+    }
+
+    /// The client, bound to costpipe's database (for the other ClickHouse adapters).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Applies every migration; each is idempotent.

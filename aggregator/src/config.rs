@@ -78,6 +78,13 @@ pub struct AggregatorConfig {
     /// Price catalog file (TOML); the shipped catalog when unset.
     #[arg(long, env = "COSTPIPE_CATALOG")]
     pub catalog: Option<std::path::PathBuf>,
+    /// How often the catalog file is checked for changes, in milliseconds.
+    #[arg(
+        long,
+        env = "COSTPIPE_CATALOG_RELOAD_INTERVAL_MS",
+        default_value_t = 2_000
+    )]
+    pub catalog_reload_interval_ms: u64,
     /// Seal a partition epoch after this many records.
     #[arg(long, env = "COSTPIPE_EPOCH_MAX_RECORDS", default_value_t = 50_000)]
     pub epoch_max_records: usize,

@@ -1,17 +1,11 @@
 //! costpipe-aggregator: prices usage events from Kafka, writes priced events and per-minute
 //! rollups to ClickHouse exactly once, and publishes budget levels to the control topic.
 
-mod clickhouse_sink;
-mod config;
-mod kafka_sinks;
-mod kafka_source;
-mod pipeline;
-mod telemetry;
-
 use clap::Parser;
 
-use crate::config::AggregatorConfig;
-use crate::telemetry::Metrics;
+use costpipe_aggregator::config::AggregatorConfig;
+use costpipe_aggregator::pipeline;
+use costpipe_aggregator::telemetry::Metrics;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

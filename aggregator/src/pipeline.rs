@@ -22,11 +22,12 @@ use costpipe_aggregator_core::{
 use costpipe_pricing::Catalog;
 use costpipe_schemas::{BudgetControl, ControlCodec, ValidationLimits};
 
+use crate::catalog_reload::{CatalogWatcher, ReloadOutcome};
 use crate::clickhouse_sink::ClickHouseStore;
 use crate::config::AggregatorConfig;
 use crate::kafka_sinks;
 use crate::kafka_source::{self, PartitionChange, UsageConsumer};
-use crate::telemetry::{LevelLabel, Metrics, ReasonLabel};
+use crate::telemetry::{LevelLabel, Metrics, OutcomeLabel, ReasonLabel};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -42,6 +43,7 @@ pub struct Pipeline {
     processor: Processor,
     budgets: BudgetTracker,
     metrics: Metrics,
+    catalog_watcher: Option<CatalogWatcher>,
 }
 
 impl Pipeline {
@@ -83,7 +85,9 @@ impl Pipeline {
             config.epoch_policy()?,
         );
         let budgets = BudgetTracker::new(config.budget_policy()?);
+        let catalog_watcher = config.catalog.clone().map(CatalogWatcher::new);
         Ok(Pipeline {
+            catalog_watcher,
             config,
             store,
             consumer,
@@ -108,10 +112,14 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut since_check = 0usize;
+        let mut reload_tick = tokio::time::interval(Duration::from_millis(
+            self.config.catalog_reload_interval_ms.max(100),
+        ));
         let consumer = self.consumer.clone();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = reload_tick.tick() => self.reload_catalog().await?,
                 _ = tick.tick() => {
                     self.apply_partition_changes()?;
                     let due = self.processor.seal_due(now_ms());
@@ -140,6 +148,43 @@ impl Pipeline {
         self.apply_partition_changes()?;
         let open = self.processor.seal_all();
         self.write(open).await?;
+        Ok(())
+    }
+
+    /// Swaps in a changed, valid catalog. Open epochs are written first, so that each epoch
+    /// is priced by one catalog version.
+    async fn reload_catalog(&mut self) -> anyhow::Result<()> {
+        let Some(watcher) = self.catalog_watcher.as_mut() else {
+            return Ok(());
+        };
+        match watcher.check() {
+            ReloadOutcome::Unchanged => {}
+            ReloadOutcome::Refused(e) => {
+                tracing::error!(error = %e, "changed price catalog refused; the old catalog stays in force");
+                self.metrics
+                    .catalog_reloads
+                    .get_or_create(&OutcomeLabel {
+                        outcome: "refused".into(),
+                    })
+                    .inc();
+            }
+            ReloadOutcome::Loaded(catalog) => {
+                let open = self.processor.seal_all();
+                self.write(open).await?;
+                tracing::info!(
+                    version = catalog.version(),
+                    models = catalog.models().len(),
+                    "price catalog reloaded"
+                );
+                self.processor.set_catalog(Arc::new(catalog));
+                self.metrics
+                    .catalog_reloads
+                    .get_or_create(&OutcomeLabel {
+                        outcome: "loaded".into(),
+                    })
+                    .inc();
+            }
+        }
         Ok(())
     }
 

@@ -21,6 +21,12 @@ pub struct LevelLabel {
     pub level: String,
 }
 
+/// Label of a catalog reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 /// Every metric the aggregator exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -32,6 +38,7 @@ pub struct Metrics {
     pub control_events: Family<LevelLabel, Counter>,
     pub flush_seconds_total: Counter<f64, AtomicU64>,
     pub assigned_partitions: Gauge,
+    pub catalog_reloads: Family<OutcomeLabel, Counter>,
     pub registry: Arc<Registry>,
 }
 
@@ -48,6 +55,7 @@ impl Metrics {
             control_events: Family::default(),
             flush_seconds_total: Counter::default(),
             assigned_partitions: Gauge::default(),
+            catalog_reloads: Family::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -89,6 +97,11 @@ impl Metrics {
             "assigned_partitions",
             "Usage partitions owned by this instance",
             m.assigned_partitions.clone(),
+        );
+        registry.register(
+            "catalog_reloads",
+            "Catalog file changes, by outcome (loaded, refused)",
+            m.catalog_reloads.clone(),
         );
         Metrics {
             registry: Arc::new(registry),

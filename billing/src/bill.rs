@@ -74,7 +74,7 @@ pub struct MonthToDate {
     pub totals: Vec<Total>,
     pub by_model: BTreeMap<String, Vec<Total>>,
     pub by_department: BTreeMap<String, Vec<Total>>,
-    pub unpriced_events: u64,
+    pub unpriced_events: i64,
     pub lines: Vec<CostLine>,
 }
 
@@ -129,7 +129,7 @@ mod tests {
             department: dept.into(),
             currency: "USD".into(),
             events: 2,
-            unpriced_events: u64::from(cost.is_zero()),
+            unpriced_events: i64::from(cost.is_zero()),
             input_tokens: 0,
             output_tokens: 0,
             cached_input_tokens: 0,

@@ -16,7 +16,7 @@ pub struct CostLine {
     pub department: String,
     pub currency: String,
     pub events: u64,
-    pub unpriced_events: u64,
+    pub unpriced_events: i64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
@@ -31,7 +31,7 @@ struct LineRow {
     department: String,
     currency: String,
     events: u64,
-    unpriced_events: u64,
+    unpriced_events: i64,
     input_tokens: u64,
     output_tokens: u64,
     cached_input_tokens: u64,
@@ -162,6 +162,7 @@ impl BillingStore {
                  sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens \
                  FROM usage_events_priced \
                  WHERE unpriced AND event_time >= toDateTime64(?, 3) AND event_time < toDateTime64(?, 3) \
+                 AND event_id NOT IN (SELECT event_id FROM usage_cost_corrections GROUP BY event_id HAVING sum(unpriced_delta) < 0) \
                  GROUP BY model, provider, reason ORDER BY events DESC",
             )
             .bind(start_s)

@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS {db}.usage_cost_minute
     billing_currency    LowCardinality(String),
     minute              DateTime('UTC'),
     events              UInt64,
-    unpriced_events     UInt64,
+    unpriced_events     Int64,
     input_tokens        UInt64,
     output_tokens       UInt64,
     cached_input_tokens UInt64,

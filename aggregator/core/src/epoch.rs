@@ -77,7 +77,7 @@ impl OpenEpoch {
         };
         let t = self.rollups.entry(key).or_default();
         t.events += 1;
-        t.unpriced_events += u64::from(priced.priced.is_unpriced());
+        t.unpriced_events += i64::from(priced.priced.is_unpriced());
         // Tokens are validated non-negative before pricing, so these casts are lossless.
         t.input_tokens += e.input_tokens as u64;
         t.output_tokens += e.output_tokens as u64;

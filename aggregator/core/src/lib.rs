@@ -12,6 +12,7 @@ pub mod dead_letter;
 pub mod epoch;
 pub mod period;
 pub mod processor;
+pub mod reprice;
 pub mod rollup;
 
 pub use budget::{BudgetPolicy, BudgetTracker};

@@ -20,7 +20,7 @@ pub struct RollupKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RollupTotals {
     pub events: u64,
-    pub unpriced_events: u64,
+    pub unpriced_events: i64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
