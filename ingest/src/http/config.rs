@@ -1,0 +1,149 @@
+//! `HttpIngestConfig`: every setting of `costpipe-ingest-http`, from flags or the environment.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+use costpipe_schemas::ValidationLimits;
+
+use super::verdict::Rules;
+use crate::dead_letters::DEFAULT_MAX_VALUE_BYTES;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The HTTP ingest service's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "costpipe-ingest-http",
+    about = "HTTP ingest of usage events: JSON, JSON arrays and NDJSON in, the usage topic out"
+)]
+pub struct HttpIngestConfig {
+    /// Listen address.
+    #[arg(long, env = "COSTPIPE_INGEST_ADDR", default_value = "127.0.0.1:8090")]
+    pub addr: SocketAddr,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "COSTPIPE_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    pub brokers: String,
+    /// Usage events topic.
+    #[arg(
+        long,
+        env = "COSTPIPE_USAGE_TOPIC",
+        default_value = "costpipe.usage.v1"
+    )]
+    pub usage_topic: String,
+    /// Dead-letter topic.
+    #[arg(
+        long,
+        env = "COSTPIPE_DEAD_LETTER_TOPIC",
+        default_value = "costpipe.usage.dlq"
+    )]
+    pub dead_letter_topic: String,
+    /// API keys: `tenant:sha256hex` pairs, comma-separated (hash = `printf %s "$KEY" | sha256sum`).
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_API_KEYS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub api_keys: String,
+    /// Largest request body, in bytes (larger: 413 body_too_large).
+    #[arg(long, env = "COSTPIPE_INGEST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Most events in one request (more: 413 batch_too_large).
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_MAX_BATCH_EVENTS",
+        default_value_t = 10_000
+    )]
+    pub max_batch_events: usize,
+    /// Most labels on one event.
+    #[arg(long, env = "COSTPIPE_INGEST_MAX_LABELS", default_value_t = 32)]
+    pub max_labels: usize,
+    /// Longest label key or value, in bytes.
+    #[arg(long, env = "COSTPIPE_INGEST_MAX_LABEL_BYTES", default_value_t = 256)]
+    pub max_label_bytes: usize,
+    /// Longest string field (ids, names), in bytes.
+    #[arg(long, env = "COSTPIPE_INGEST_MAX_FIELD_BYTES", default_value_t = 256)]
+    pub max_field_bytes: usize,
+    /// How far before now an event time may lie, in milliseconds (default 400 days).
+    #[arg(long, env = "COSTPIPE_INGEST_MAX_PAST_MS", default_value_t = 400 * DAY_MS)]
+    pub max_past_ms: i64,
+    /// How far after now an event time may lie, in milliseconds (default 1 day).
+    #[arg(long, env = "COSTPIPE_INGEST_MAX_FUTURE_MS", default_value_t = DAY_MS)]
+    pub max_future_ms: i64,
+    /// Accept (and drop) fields the usage event does not have, instead of rejecting the event.
+    #[arg(long, env = "COSTPIPE_INGEST_ALLOW_UNKNOWN_FIELDS")]
+    pub allow_unknown_fields: bool,
+    /// Largest dead-letter value in bytes; longer input is cut and flagged `costpipe.truncated`.
+    #[arg(long, env = "COSTPIPE_INGEST_DEAD_LETTER_MAX_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub dead_letter_max_bytes: usize,
+    /// How long an event may wait for the broker's acknowledgement, in milliseconds.
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_DELIVERY_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub delivery_timeout_ms: u32,
+    /// How long the producer lets a batch fill, in milliseconds.
+    #[arg(long, env = "COSTPIPE_INGEST_LINGER_MS", default_value_t = 10)]
+    pub linger_ms: u32,
+    /// Create missing topics at start-up with this many usage partitions (0: do not create).
+    #[arg(long, env = "COSTPIPE_CREATE_TOPICS_PARTITIONS", default_value_t = 8)]
+    pub create_topics_partitions: i32,
+}
+
+impl HttpIngestConfig {
+    /// Defaults, with `brokers`, topics and keys given (for tests and the benchmark).
+    pub fn new(
+        brokers: impl Into<String>,
+        usage_topic: impl Into<String>,
+        dead_letter_topic: impl Into<String>,
+        api_keys: impl Into<String>,
+    ) -> Self {
+        let mut c = HttpIngestConfig::parse_from(["costpipe-ingest-http"]);
+        c.brokers = brokers.into();
+        c.usage_topic = usage_topic.into();
+        c.dead_letter_topic = dead_letter_topic.into();
+        c.api_keys = api_keys.into();
+        c
+    }
+
+    /// The event rules.
+    pub fn limits(&self) -> ValidationLimits {
+        ValidationLimits {
+            max_field_bytes: self.max_field_bytes,
+            max_labels: self.max_labels,
+            max_label_bytes: self.max_label_bytes,
+            max_past_ms: self.max_past_ms,
+            max_future_ms: self.max_future_ms,
+        }
+    }
+
+    /// The request rules.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            limits: self.limits(),
+            max_batch_events: self.max_batch_events,
+            reject_unknown_fields: !self.allow_unknown_fields,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_shared_rules() {
+        let c = HttpIngestConfig::new("b", "u", "d", "");
+        assert_eq!(c.limits(), ValidationLimits::default());
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8090");
+        assert!(c.rules().reject_unknown_fields);
+        // The largest dead letter stays under Kafka's 1 MB default record size.
+        assert!(c.dead_letter_max_bytes < 1_000_000);
+    }
+}

@@ -1,0 +1,652 @@
+//! The axum service: authentication, reading the body within its limit, then the pure
+//! verdicts of [`judge_body`], then the emitter for accepted events and the dead-letter
+//! producer for the rest. A request is answered once the broker acknowledged every
+//! accepted event and every dead letter, so `accepted` means durably in Kafka.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use futures::StreamExt;
+use rdkafka::producer::Producer;
+use uuid::Uuid;
+
+use crate::dead_letters::{DeadLetterProducer, NewDeadLetter, SOURCE_HTTP_INGEST};
+use crate::topics::{ensure_topics, TopicSpec};
+use crate::{EmitError, Emitter, EmitterConfig};
+
+use super::auth::ApiKeys;
+use super::config::HttpIngestConfig;
+use super::openapi::{document, ErrorBody, EventResult, EventStatus, IngestResponse, ReadyBody};
+use super::reason::{Reason, Rejection};
+use super::telemetry::{FormatLabel, Metrics, StatusLabel};
+use super::verdict::{judge_body, Rules, Verdict};
+
+/// The running service's state.
+pub struct IngestHttp {
+    emitter: Emitter,
+    dead_letters: DeadLetterProducer,
+    keys: ApiKeys,
+    rules: Rules,
+    max_body_bytes: usize,
+    usage_topic: String,
+    metrics: Metrics,
+}
+
+impl IngestHttp {
+    /// Creates the producers (no broker round trip yet).
+    pub fn new(config: &HttpIngestConfig) -> anyhow::Result<Arc<IngestHttp>> {
+        let keys = ApiKeys::parse(&config.api_keys)?;
+        anyhow::ensure!(
+            !keys.is_empty(),
+            "no API key configured: set COSTPIPE_INGEST_API_KEYS to tenant:sha256hex pairs"
+        );
+        anyhow::ensure!(config.max_batch_events > 0, "max_batch_events must be > 0");
+        let rules = config.rules();
+        let mut emitter_config = EmitterConfig::new(&config.brokers, &config.usage_topic);
+        emitter_config.limits = rules.limits.clone();
+        emitter_config.delivery_timeout_ms = config.delivery_timeout_ms;
+        emitter_config.linger_ms = config.linger_ms;
+        let emitter = Emitter::new(emitter_config)?;
+        let dead_letters = DeadLetterProducer::new(
+            &config.brokers,
+            &config.dead_letter_topic,
+            SOURCE_HTTP_INGEST,
+            config.dead_letter_max_bytes,
+            config.delivery_timeout_ms,
+        )?;
+        Ok(Arc::new(IngestHttp {
+            emitter,
+            dead_letters,
+            keys,
+            rules,
+            max_body_bytes: config.max_body_bytes,
+            usage_topic: config.usage_topic.clone(),
+            metrics: Metrics::new(),
+        }))
+    }
+
+    /// The routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/events", post(post_events))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .route("/openapi.json", get(openapi_json))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(self.clone())
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Waits for everything in flight (at shutdown).
+    pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.emitter.flush(timeout)?;
+        self.dead_letters.flush(timeout)
+    }
+
+    async fn ingest(&self, headers: &HeaderMap, body: Body) -> Response {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(tenant) = self.keys.authenticate(authorization) else {
+            self.metrics.unauthorized.inc();
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or unknown API key: send `Authorization: Bearer <key>`",
+            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        };
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let content_length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let body = match read_limited(body, self.max_body_bytes, content_length).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge { prefix, received }) => {
+                let rejection = Rejection::new(
+                    Reason::BodyTooLarge,
+                    format!(
+                        "the body is {received} bytes or more; the limit is {} bytes",
+                        self.max_body_bytes
+                    ),
+                );
+                self.dead_letter_body(
+                    &prefix,
+                    Some(received),
+                    &rejection,
+                    tenant,
+                    content_type,
+                    now_ms,
+                )
+                .await;
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    rejection.reason.as_str(),
+                    &rejection.message,
+                );
+            }
+            Err(ReadError::Io(e)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    &format!("the body could not be read: {e}"),
+                )
+            }
+        };
+        let judged = match judge_body(&body, content_type, tenant, &self.rules, now_ms) {
+            Ok((format, judged)) => {
+                self.metrics
+                    .events_received
+                    .get_or_create(&FormatLabel {
+                        format: format.as_str().to_string(),
+                    })
+                    .inc_by(judged.len() as u64);
+                judged
+            }
+            Err(refused) => {
+                self.dead_letter_body(
+                    &body,
+                    None,
+                    &refused.rejection,
+                    tenant,
+                    content_type,
+                    now_ms,
+                )
+                .await;
+                let status =
+                    StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
+                return error(
+                    status,
+                    refused.rejection.reason.as_str(),
+                    &refused.rejection.message,
+                );
+            }
+        };
+
+        let mut results: Vec<EventResult> = Vec::with_capacity(judged.len());
+        let mut deliveries = Vec::new();
+        let mut letters = Vec::new();
+        for (index, j) in judged.into_iter().enumerate() {
+            let (event_id, rejection) = match j.verdict {
+                Verdict::Accept(event) => match self.emitter.enqueue(&event).await {
+                    Ok(pending) => {
+                        deliveries.push((index, pending.wait()));
+                        results.push(result(
+                            index,
+                            EventStatus::Accepted,
+                            Some(event.event_id),
+                            None,
+                        ));
+                        continue;
+                    }
+                    // The emitter checks again; at a limit's edge the clock may have moved.
+                    Err(EmitError::Invalid(e)) => (Some(event.event_id), Rejection::from(e)),
+                    Err(e) => {
+                        self.metrics.delivery_failures.inc();
+                        tracing::warn!(error = %e, "event not produced");
+                        results.push(result(
+                            index,
+                            EventStatus::Failed,
+                            Some(event.event_id),
+                            Some(("delivery_failed", e.to_string())),
+                        ));
+                        continue;
+                    }
+                },
+                Verdict::Reject {
+                    event_id,
+                    rejection,
+                } => (event_id, rejection),
+            };
+            let code = rejection.reason.as_str();
+            self.metrics.rejected(code);
+            letters.push((
+                code,
+                self.dead_letters.send(&NewDeadLetter {
+                    payload: j.raw,
+                    received_bytes: None,
+                    reason_code: code,
+                    reason: &rejection.message,
+                    tenant: Some(tenant),
+                    content_type: None,
+                    failed_at_ms: now_ms,
+                }),
+            ));
+            results.push(result(
+                index,
+                EventStatus::Rejected,
+                event_id,
+                Some((code, rejection.message)),
+            ));
+        }
+
+        let (codes, letter_futures): (Vec<_>, Vec<_>) = letters.into_iter().unzip();
+        let (indexes, delivery_futures): (Vec<_>, Vec<_>) = deliveries.into_iter().unzip();
+        let (delivered, lettered) =
+            futures::join!(join_all(delivery_futures), join_all(letter_futures));
+        for (code, outcome) in codes.into_iter().zip(lettered) {
+            match outcome {
+                Ok(()) => self.metrics.dead_lettered(code),
+                Err(e) => {
+                    self.metrics.dead_letter_failures.inc();
+                    tracing::error!(error = %e, reason = code, "dead letter lost");
+                }
+            }
+        }
+        let mut accepted = 0;
+        for (index, outcome) in indexes.into_iter().zip(delivered) {
+            match outcome {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    self.metrics.delivery_failures.inc();
+                    tracing::warn!(error = %e, "event not acknowledged");
+                    let r = &mut results[index];
+                    r.status = EventStatus::Failed;
+                    r.code = Some("delivery_failed".into());
+                    r.message = Some(e.to_string());
+                }
+            }
+        }
+        self.metrics.events_accepted.inc_by(accepted as u64);
+        let rejected = results
+            .iter()
+            .filter(|r| r.status == EventStatus::Rejected)
+            .count();
+        let failed = results.len() - accepted - rejected;
+        // 503 tells generic clients to retry; a retry is safe because event ids dedupe.
+        let status = if failed == 0 {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (
+            status,
+            Json(IngestResponse {
+                results,
+                accepted,
+                rejected,
+                failed,
+            }),
+        )
+            .into_response()
+    }
+
+    /// Dead-letters a whole refused body and counts it.
+    async fn dead_letter_body(
+        &self,
+        body: &[u8],
+        received: Option<usize>,
+        rejection: &Rejection,
+        tenant: &str,
+        content_type: Option<&str>,
+        now_ms: i64,
+    ) {
+        let code = rejection.reason.as_str();
+        self.metrics.rejected(code);
+        let sent = self
+            .dead_letters
+            .send(&NewDeadLetter {
+                payload: body,
+                received_bytes: received,
+                reason_code: code,
+                reason: &rejection.message,
+                tenant: Some(tenant),
+                content_type,
+                failed_at_ms: now_ms,
+            })
+            .await;
+        match sent {
+            Ok(()) => self.metrics.dead_lettered(code),
+            Err(e) => {
+                self.metrics.dead_letter_failures.inc();
+                tracing::error!(error = %e, reason = code, "dead letter lost");
+            }
+        }
+    }
+}
+
+fn result(
+    index: usize,
+    status: EventStatus,
+    event_id: Option<Uuid>,
+    problem: Option<(&str, String)>,
+) -> EventResult {
+    let (code, message) = match problem {
+        Some((c, m)) => (Some(c.to_string()), Some(m)),
+        None => (None, None),
+    };
+    EventResult {
+        index,
+        status,
+        event_id: event_id.map(|id| id.hyphenated().to_string()),
+        code,
+        message,
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: code.to_string(),
+            message: message.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+enum ReadError {
+    /// Over the limit: the first bytes (up to the limit) and how many bytes were seen.
+    TooLarge {
+        prefix: Bytes,
+        received: usize,
+    },
+    Io(axum::Error),
+}
+
+/// Reads the body up to `limit` bytes. Past it, the rest is read and dropped (up to a
+/// bound) so that the client, still sending, gets to read the 413 answer.
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    content_length: Option<usize>,
+) -> Result<Bytes, ReadError> {
+    let drain_bound = limit.saturating_mul(4).max(64 << 20);
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::with_capacity(content_length.unwrap_or(0).min(limit));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Io)?;
+        if buf.len() + chunk.len() > limit {
+            let room = limit - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            let mut received = buf.len() + chunk.len() - room;
+            while received <= drain_bound {
+                match stream.next().await {
+                    Some(Ok(c)) => received += c.len(),
+                    _ => break,
+                }
+            }
+            return Err(ReadError::TooLarge {
+                prefix: buf.freeze(),
+                received: received.max(content_length.unwrap_or(0)),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Ingest usage events.
+///
+/// The body is one JSON event, a JSON array of events, or NDJSON (one event per line;
+/// `Content-Type: application/x-ndjson`, or detected). Each event is validated with the
+/// shared rules and must belong to the API key's tenant. The answer lists each event's
+/// result in request order; it is sent once the broker acknowledged every accepted event,
+/// and every rejected one is on the dead-letter topic with its reason.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    request_body(
+        description = "One event, an array of events, or NDJSON",
+        content(
+            (super::openapi::EventsBody = "application/json"),
+            (String = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Per-event results: accepted or rejected with a code", body = IngestResponse),
+        (status = 400, description = "No event in the body, or a JSON array whose structure is broken (`empty_body`, `invalid_json`)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key (`unauthorized`)", body = ErrorBody),
+        (status = 413, description = "Body over the size limit (`body_too_large`) or more events than the batch limit (`batch_too_large`)", body = ErrorBody),
+        (status = 503, description = "Some valid events were not acknowledged by the broker (`failed`); retry them with the same event_id", body = IngestResponse),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn post_events(
+    State(service): State<Arc<IngestHttp>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let resp = service.ingest(&headers, body).await;
+    service
+        .metrics
+        .requests
+        .get_or_create(&StatusLabel {
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    service
+        .metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive", body = String)))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the broker answers a metadata request and knows the usage topic.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, description = "Ready", body = ReadyBody),
+        (status = 503, description = "The broker is unreachable or the usage topic is missing", body = ReadyBody),
+    ),
+)]
+pub async fn readyz(State(service): State<Arc<IngestHttp>>) -> Response {
+    let producer = service.dead_letters.producer().clone();
+    let topic = service.usage_topic.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let metadata = producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .map_err(|e| format!("broker unreachable: {e}"))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            return Err(format!("usage topic {topic} does not exist"));
+        }
+        Ok(format!(
+            "broker reachable, {topic} has {partitions} partitions"
+        ))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("readiness check failed: {e}")));
+    let (status, ready, message) = match checked {
+        Ok(m) => (StatusCode::OK, true, m),
+        Err(m) => (StatusCode::SERVICE_UNAVAILABLE, false, m),
+    };
+    (status, Json(ReadyBody { ready, message })).into_response()
+}
+
+/// Prometheus metrics (text exposition).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(service): State<Arc<IngestHttp>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        service.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI document", body = Object)))]
+pub async fn openapi_json() -> Response {
+    Json(document()).into_response()
+}
+
+/// Creates missing topics when configured to.
+pub async fn prepare_topics(config: &HttpIngestConfig) -> anyhow::Result<()> {
+    if config.create_topics_partitions > 0 {
+        ensure_topics(
+            &config.brokers,
+            &[
+                TopicSpec {
+                    name: config.usage_topic.clone(),
+                    partitions: config.create_topics_partitions,
+                    compacted: false,
+                },
+                TopicSpec {
+                    name: config.dead_letter_topic.clone(),
+                    partitions: 1,
+                    compacted: false,
+                },
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then waits for what is in flight.
+pub async fn serve(
+    service: Arc<IngestHttp>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, service.router())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let s = service.clone();
+    tokio::task::spawn_blocking(move || s.flush(Duration::from_secs(30))).await??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::auth::hash_key;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    /// A service whose broker does not exist: enough for everything before production.
+    fn service() -> Arc<IngestHttp> {
+        let mut c = HttpIngestConfig::new(
+            "127.0.0.1:1",
+            "u",
+            "d",
+            format!("acme:{}", hash_key("acme-key")),
+        );
+        c.delivery_timeout_ms = 1000;
+        IngestHttp::new(&c).unwrap()
+    }
+
+    async fn call(req: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let resp = service().router().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn no_or_unknown_key_is_401() {
+        for auth in [None, Some("Bearer nope"), Some("Basic acme-key")] {
+            let mut req = Request::post("/v1/events");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let (status, body) = call(req.body(Body::from("{}")).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(body["error"], "unauthorized");
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_body_refusals_carry_an_error_body() {
+        let post = |body: Body| {
+            Request::post("/v1/events")
+                .header("authorization", "Bearer acme-key")
+                .body(body)
+                .unwrap()
+        };
+        let (status, body) = call(post(Body::from("[{}, {}"))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        let (status, body) = call(post(Body::from(" "))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("empty_body"))
+        );
+        let big = vec![b' '; (8 << 20) + 1];
+        let (status, body) = call(post(Body::from(big))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+        );
+        let many = format!("[{}]", vec!["{}"; 10_001].join(","));
+        let (status, body) = call(post(Body::from(many))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("batch_too_large"))
+        );
+    }
+
+    #[tokio::test]
+    async fn health_and_openapi_are_served() {
+        let (status, _) = call(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, doc) = call(Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(doc["paths"]["/v1/events"]["post"].is_object());
+        let (status, body) = call(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no broker at 127.0.0.1:1"
+        );
+        assert_eq!(body["ready"], false);
+    }
+
+    #[tokio::test]
+    async fn read_limited_keeps_the_prefix_and_counts_the_rest() {
+        let body = Body::from(vec![b'x'; 100]);
+        match read_limited(body, 10, None).await {
+            Err(ReadError::TooLarge { prefix, received }) => {
+                assert_eq!(prefix.len(), 10);
+                assert_eq!(received, 100);
+            }
+            _ => panic!("over the limit"),
+        }
+        let ok = read_limited(Body::from("abc"), 3, Some(3)).await;
+        assert!(matches!(ok, Ok(b) if b == "abc"));
+    }
+}
