@@ -2,6 +2,10 @@
 //! afterwards (a reload builds a new one and swaps it in whole).
 
 use std::collections::HashMap;
+
+/// Maps on the pricing hot path hash short strings; foldhash is several times faster than
+/// SipHash there, and catalog keys are not attacker-chosen.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +32,50 @@ pub struct Prices {
     /// `None`: reasoning is output and priced as output.
     pub reasoning: Option<Decimal>,
     pub per_request: Decimal,
+    /// The same prices as integers, for the hot path.
+    pub ticks: PriceTicks,
+}
+
+/// Prices in integer units: per-million prices times 10^6 (exact: at most 6 decimal
+/// places), so that `tokens * ticks` is a cost in 10^-12 units; `per_request` in 10^-12 units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriceTicks {
+    pub input: i128,
+    pub output: i128,
+    pub cached_input: i128,
+    pub cache_write_5m: i128,
+    pub cache_write_1h: i128,
+    pub reasoning: Option<i128>,
+    pub per_request: i128,
+}
+
+/// `d * 10^places` as an integer; exact for the validated scales.
+fn ticks(d: Decimal, places: u32) -> i128 {
+    let mut scaled = d;
+    scaled.rescale(places);
+    scaled.mantissa()
+}
+
+impl PriceTicks {
+    fn of(
+        input: Decimal,
+        output: Decimal,
+        cached: Decimal,
+        w5: Decimal,
+        w1: Decimal,
+        r: Option<Decimal>,
+        pr: Decimal,
+    ) -> Self {
+        PriceTicks {
+            input: ticks(input, 6),
+            output: ticks(output, 6),
+            cached_input: ticks(cached, 6),
+            cache_write_5m: ticks(w5, 6),
+            cache_write_1h: ticks(w1, 6),
+            reasoning: r.map(|r| ticks(r, 6)),
+            per_request: ticks(pr, 12),
+        }
+    }
 }
 
 /// A long-context tier: above this many prompt tokens, `prices` replace the base prices.
@@ -130,12 +178,46 @@ pub struct Catalog {
     version: String,
     default_billing_currency: Arc<str>,
     models: Vec<Model>,
-    names: HashMap<String, usize>,
+    names: FastMap<String, usize>,
     patterns: Vec<Pattern>,
     rates: HashMap<(Arc<str>, Arc<str>), Vec<ExchangeRate>>,
-    tenant_currency: HashMap<String, Arc<str>>,
-    adjustments: HashMap<String, Vec<Adjustment>>,
-    contracts: HashMap<String, Vec<ContractPrice>>,
+    tenants: FastMap<String, TenantTerms>,
+}
+
+/// Everything the catalog says about one tenant, found with one lookup per event.
+#[derive(Debug, Clone, Default)]
+pub struct TenantTerms {
+    pub billing_currency: Option<Arc<str>>,
+    pub adjustments: Vec<Adjustment>,
+    pub contracts: Vec<ContractPrice>,
+}
+
+impl TenantTerms {
+    /// The adjustment percent for `department` at `at_ms`: a department's own wins over the
+    /// tenant-wide one.
+    pub fn adjustment(&self, department: Option<&str>, at_ms: i64) -> Option<Decimal> {
+        let live = |a: &&Adjustment| a.from_ms <= at_ms && at_ms < a.to_ms;
+        let own = department.and_then(|d| {
+            self.adjustments
+                .iter()
+                .filter(live)
+                .find(|a| a.department.as_deref() == Some(d))
+        });
+        own.or_else(|| {
+            self.adjustments
+                .iter()
+                .filter(live)
+                .find(|a| a.department.is_none())
+        })
+        .map(|a| a.percent)
+    }
+
+    /// The contract price for `model` at `at_ms`.
+    pub fn contract(&self, model: &str, at_ms: i64) -> Option<&ContractPrice> {
+        self.contracts
+            .iter()
+            .find(|c| &*c.model == model && c.from_ms <= at_ms && at_ms < c.to_ms)
+    }
 }
 
 fn currency(
@@ -261,14 +343,25 @@ fn prices(
     let cached_input = optional("cached_input", f.cached_input)?.unwrap_or(input);
     let cache_write_5m = optional("cache_write_5m", f.cache_write_5m)?.unwrap_or(input);
     let cache_write_1h = optional("cache_write_1h", f.cache_write_1h)?.unwrap_or(cache_write_5m);
+    let reasoning = optional("reasoning", f.reasoning)?;
+    let per_request = optional("per_request", f.per_request)?.unwrap_or(per_request_default);
     Ok(Prices {
         input,
         output,
         cached_input,
         cache_write_5m,
         cache_write_1h,
-        reasoning: optional("reasoning", f.reasoning)?,
-        per_request: optional("per_request", f.per_request)?.unwrap_or(per_request_default),
+        reasoning,
+        per_request,
+        ticks: PriceTicks::of(
+            input,
+            output,
+            cached_input,
+            cache_write_5m,
+            cache_write_1h,
+            reasoning,
+            per_request,
+        ),
     })
 }
 
@@ -288,7 +381,7 @@ impl Catalog {
         )?;
 
         let mut models = Vec::with_capacity(file.models.len());
-        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut names: FastMap<String, usize> = FastMap::default();
         for (i, m) in file.models.iter().enumerate() {
             let ctx = format!("model {}", m.key);
             let model_currency = currency(&ctx, &m.currency, &mut interned)?;
@@ -495,10 +588,18 @@ impl Catalog {
             names,
             patterns,
             rates,
-            tenant_currency,
-            adjustments,
-            contracts,
+            tenants: FastMap::default(),
         };
+        let mut catalog = catalog;
+        for (tenant, c) in tenant_currency {
+            catalog.tenants.entry(tenant).or_default().billing_currency = Some(c);
+        }
+        for (tenant, list) in adjustments {
+            catalog.tenants.entry(tenant).or_default().adjustments = list;
+        }
+        for (tenant, list) in contracts {
+            catalog.tenants.entry(tenant).or_default().contracts = list;
+        }
         catalog.check_conversions_exist()?;
         Ok(catalog)
     }
@@ -509,16 +610,18 @@ impl Catalog {
             &self.default_billing_currency,
             "tenants without their own billing currency".to_string(),
         )];
-        billing.extend(
-            self.tenant_currency
-                .iter()
-                .map(|(t, c)| (c, format!("tenant {t}"))),
+        billing.extend(self.tenants.iter().filter_map(|(t, terms)| {
+            terms
+                .billing_currency
+                .as_ref()
+                .map(|c| (c, format!("tenant {t}")))
+        }));
+        let priced = self.models.iter().map(|m| &m.currency).chain(
+            self.tenants
+                .values()
+                .flat_map(|t| &t.contracts)
+                .map(|c| &c.currency),
         );
-        let priced = self
-            .models
-            .iter()
-            .map(|m| &m.currency)
-            .chain(self.contracts.values().flatten().map(|c| &c.currency));
         for from in priced {
             for (to, who) in &billing {
                 if from != *to && !self.rates.contains_key(&(from.clone(), (*to).clone())) {
@@ -581,9 +684,14 @@ impl Catalog {
 
     /// The currency `tenant` is billed in.
     pub fn billing_currency(&self, tenant: &str) -> &Arc<str> {
-        self.tenant_currency
-            .get(tenant)
+        self.terms(tenant)
+            .and_then(|t| t.billing_currency.as_ref())
             .unwrap_or(&self.default_billing_currency)
+    }
+
+    /// What the catalog says about `tenant`, if anything.
+    pub fn terms(&self, tenant: &str) -> Option<&TenantTerms> {
+        self.tenants.get(tenant)
     }
 
     /// The rate converting `from` into `to` at `at_ms`.
@@ -592,31 +700,19 @@ impl Catalog {
         in_force(list, at_ms, |r| (r.from_ms, r.to_ms))
     }
 
-    /// The adjustment percent of `tenant`/`department` at `at_ms`: a department's own wins
-    /// over the tenant-wide one.
+    /// The adjustment percent of `tenant`/`department` at `at_ms`.
     pub fn adjustment(
         &self,
         tenant: &str,
         department: Option<&str>,
         at_ms: i64,
     ) -> Option<Decimal> {
-        let list = self.adjustments.get(tenant)?;
-        let live = |a: &&Adjustment| a.from_ms <= at_ms && at_ms < a.to_ms;
-        let own = department.and_then(|d| {
-            list.iter()
-                .filter(live)
-                .find(|a| a.department.as_deref() == Some(d))
-        });
-        own.or_else(|| list.iter().filter(live).find(|a| a.department.is_none()))
-            .map(|a| a.percent)
+        self.terms(tenant)?.adjustment(department, at_ms)
     }
 
     /// `tenant`'s contract price for `model` at `at_ms`.
     pub fn contract(&self, tenant: &str, model: &str, at_ms: i64) -> Option<&ContractPrice> {
-        self.contracts
-            .get(tenant)?
-            .iter()
-            .find(|c| &*c.model == model && c.from_ms <= at_ms && at_ms < c.to_ms)
+        self.terms(tenant)?.contract(model, at_ms)
     }
 }
 

@@ -117,25 +117,33 @@ impl Tokens {
     }
 }
 
-/// The exact list cost of `t` at `p`.
+/// The exact list cost of `t` at `p`: integer arithmetic in 10^-12 units (see
+/// [`crate::catalog::PriceTicks`]), one `Decimal` at the end.
 pub fn cost_at(p: &Prices, t: &Tokens) -> Decimal {
-    let (plain_output, reasoning) = match p.reasoning {
-        Some(r) => (t.output - t.reasoning, Decimal::from(t.reasoning) * r),
-        None => (t.output, Decimal::ZERO),
+    let k = &p.ticks;
+    let (plain_output, reasoning) = match k.reasoning {
+        Some(r) => (t.output - t.reasoning, t.reasoning as i128 * r),
+        None => (t.output, 0),
     };
-    let per_million = Decimal::from(t.input) * p.input
-        + Decimal::from(t.cached_input) * p.cached_input
-        + Decimal::from(t.cache_write_5m) * p.cache_write_5m
-        + Decimal::from(t.cache_write_1h) * p.cache_write_1h
-        + Decimal::from(plain_output) * p.output
-        + reasoning;
-    shift_scale(per_million, 6) + p.per_request
+    let total = t.input as i128 * k.input
+        + t.cached_input as i128 * k.cached_input
+        + t.cache_write_5m as i128 * k.cache_write_5m
+        + t.cache_write_1h as i128 * k.cache_write_1h
+        + plain_output as i128 * k.output
+        + reasoning
+        + k.per_request;
+    // Beyond 96 bits only for absurd token counts; the Decimal path then says so by saturating.
+    Decimal::try_from_i128_with_scale(total, COST_SCALE).unwrap_or(Decimal::MAX)
 }
 
 /// Prices `event`.
 pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
     let at = event.event_time;
-    let billing_currency = catalog.billing_currency(&event.tenant_id).clone();
+    let terms = catalog.terms(&event.tenant_id);
+    let billing_currency = terms
+        .and_then(|t| t.billing_currency.as_ref())
+        .unwrap_or(catalog.default_billing_currency())
+        .clone();
     let unpriced = |reason, model: Option<Arc<str>>, currency: Arc<str>| PricedCost {
         price_model: model,
         cost: Decimal::ZERO,
