@@ -34,6 +34,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "004_ingest_positions",
         sql: include_str!("../clickhouse/004_ingest_positions.sql"),
     },
+    Migration {
+        name: "005_usage_cost_corrections",
+        sql: include_str!("../clickhouse/005_usage_cost_corrections.sql"),
+    },
+    Migration {
+        name: "006_corrections_to_minute",
+        sql: include_str!("../clickhouse/006_corrections_to_minute.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).
