@@ -3,7 +3,8 @@
 //! Three formats:
 //! - **NDJSON**: one event per line. Chosen by `Content-Type: application/x-ndjson`
 //!   (also `application/ndjson`, `application/jsonl`, `application/x-jsonlines`), or detected
-//!   when the body is not one JSON value but several lines. Blank lines are skipped;
+//!   when the body is not one JSON value but several lines, the first of them a complete
+//!   JSON value. Blank lines are skipped;
 //!   a trailing `\r` is dropped. A malformed line rejects that line only.
 //! - **JSON array**: the body starts with `[`. The array is split at its top-level commas
 //!   by a scanner that tracks strings and nesting; each element is then parsed on its own,
@@ -96,13 +97,19 @@ pub fn split_body<'a>(
         Format::Ndjson
     } else if trimmed[0] == b'[' {
         Format::Array
-    } else if serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok()
-        || !trimmed.contains(&b'\n')
-    {
-        // One JSON value; or one line that is not valid JSON, which is rejected as one event.
+    } else if is_json(trimmed) {
         Format::Single
-    } else {
+    } else if trimmed
+        .iter()
+        .position(|&b| b == b'\n')
+        .is_some_and(|end| is_json(trim(&trimmed[..end])))
+    {
+        // Several lines, the first a complete JSON value: undeclared NDJSON.
         Format::Ndjson
+    } else {
+        // Not JSON, and not lines of JSON (say, a pretty-printed event cut short): one
+        // event, rejected as such.
+        Format::Single
     };
     let events = match format {
         Format::Single => vec![trimmed],
@@ -113,6 +120,10 @@ pub fn split_body<'a>(
         return Err(BodyError::Empty);
     }
     Ok(Split { format, events })
+}
+
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
 }
 
 fn split_lines(body: &[u8], max_events: usize) -> Result<Vec<&[u8]>, BodyError> {
@@ -237,6 +248,13 @@ mod tests {
             split("{\"a\": ", None),
             Ok((Format::Single, vec!["{\"a\":".into()]))
         );
+        // So is a pretty-printed event cut short, whatever its content type.
+        for ct in [None, Some("application/json")] {
+            assert_eq!(
+                split("{\n  \"a\": 1,\n  \"b\": [\n", ct),
+                Ok((Format::Single, vec!["{\n  \"a\": 1,\n  \"b\": [".into()]))
+            );
+        }
     }
 
     #[test]
