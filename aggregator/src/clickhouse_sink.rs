@@ -10,6 +10,7 @@ use clickhouse::{Client, Row};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use costpipe_aggregator_core::dedup::{Fingerprint, StoredLookup};
 use costpipe_aggregator_core::{EpochIntent, Period, SealedEpoch};
 use costpipe_schemas::clickhouse_ddl::{is_valid_database_name, MIGRATIONS};
 
@@ -119,6 +120,21 @@ struct LatestIntent {
     partition: i32,
     last_start: i64,
     last_end: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct FingerprintRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    tenant_id: String,
+    event_time_ms: i64,
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_input_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    cache_write_1h_tokens: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -308,6 +324,56 @@ impl ClickHouseStore {
             insert.end().await.context("writing rollups")?;
         }
         Ok(())
+    }
+
+    /// Fingerprints of stored events with the lookup's ids, outside the epoch's own range.
+    pub async fn stored_fingerprints(
+        &self,
+        l: &StoredLookup,
+    ) -> anyhow::Result<HashMap<uuid::Uuid, Fingerprint>> {
+        // ClickHouse caps a query's text at 256 KiB: ask for ids a few thousand at a time.
+        const IDS_PER_QUERY: usize = 4_000;
+        let mut found = HashMap::new();
+        for chunk in l.ids.chunks(IDS_PER_QUERY) {
+            let ids: Vec<String> = chunk.iter().map(|id| id.to_string()).collect();
+            let rows = self
+                .client
+                .query(
+                    "SELECT event_id, tenant_id, toUnixTimestamp64Milli(event_time) AS event_time_ms, model, \
+                     input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+                     cache_write_1h_tokens \
+                     FROM usage_events_priced \
+                     WHERE event_time >= fromUnixTimestamp64Milli(?) AND event_time <= fromUnixTimestamp64Milli(?) \
+                     AND event_id IN ? \
+                     AND NOT (source_partition = ? AND source_offset >= ? AND source_offset < ?)",
+                )
+                .bind(l.min_event_time)
+                .bind(l.max_event_time)
+                .bind(ids)
+                .bind(l.partition)
+                .bind(l.start_offset)
+                .bind(l.end_offset)
+                .fetch_all::<FingerprintRow>()
+                .await
+                .context("looking up already-counted event ids")?;
+            found.extend(rows.into_iter().map(|r| {
+                let fp = Fingerprint {
+                    tenant_id: r.tenant_id,
+                    event_time: r.event_time_ms,
+                    model: r.model,
+                    tokens: [
+                        r.input_tokens as i64,
+                        r.output_tokens as i64,
+                        r.cached_input_tokens as i64,
+                        r.cache_write_tokens as i64,
+                        r.reasoning_tokens as i64,
+                        r.cache_write_1h_tokens as i64,
+                    ],
+                };
+                (r.event_id, fp)
+            }));
+        }
+        Ok(found)
     }
 
     /// Spend per tenant in `period` in billing `currency`, from the rollup (the source of truth).

@@ -16,6 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use costpipe_aggregator_core::dedup;
 use costpipe_aggregator_core::{
     BudgetTracker, EpochIntent, Period, Processor, SealedEpoch, SourceRecord,
 };
@@ -211,7 +212,9 @@ impl Pipeline {
         let started = Instant::now();
         let mut commit = TopicPartitionList::new();
         let mut touched: BTreeMap<Period, Option<BTreeSet<String>>> = BTreeMap::new();
-        for epoch in &epochs {
+        for epoch in epochs {
+            let epoch = self.without_duplicates(epoch).await?;
+            let epoch = &epoch;
             self.write_epoch(epoch).await?;
             commit.add_partition_offset(
                 &epoch.topic,
@@ -236,6 +239,27 @@ impl Pipeline {
             .flush_seconds_total
             .inc_by(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Drops events already counted (same id, same content); conflicts become dead letters.
+    async fn without_duplicates(&mut self, epoch: SealedEpoch) -> anyhow::Result<SealedEpoch> {
+        let Some(lookup) = dedup::lookup_for(&epoch) else {
+            return Ok(epoch);
+        };
+        let stored = self.store.stored_fingerprints(&lookup).await?;
+        let (epoch, report) = dedup::dedup(epoch, &stored);
+        if report.duplicates > 0 || report.conflicts > 0 {
+            tracing::info!(
+                partition = epoch.partition,
+                duplicates = report.duplicates,
+                conflicts = report.conflicts,
+                "duplicate event ids not counted again"
+            );
+            if !epoch.replay {
+                self.metrics.events_duplicate.inc_by(report.duplicates);
+            }
+        }
+        Ok(epoch)
     }
 
     async fn write_epoch(&mut self, epoch: &SealedEpoch) -> anyhow::Result<()> {

@@ -32,6 +32,7 @@ pub struct OutcomeLabel {
 pub struct Metrics {
     pub events_priced: Counter,
     pub events_unpriced: Counter,
+    pub events_duplicate: Counter,
     pub dead_letters: Family<ReasonLabel, Counter>,
     pub epochs_written: Counter,
     pub epochs_replayed: Counter,
@@ -49,6 +50,7 @@ impl Metrics {
         let m = Metrics {
             events_priced: Counter::default(),
             events_unpriced: Counter::default(),
+            events_duplicate: Counter::default(),
             dead_letters: Family::default(),
             epochs_written: Counter::default(),
             epochs_replayed: Counter::default(),
@@ -97,6 +99,11 @@ impl Metrics {
             "assigned_partitions",
             "Usage partitions owned by this instance",
             m.assigned_partitions.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Events dropped because the same event_id with the same content was already counted",
+            m.events_duplicate.clone(),
         );
         registry.register(
             "catalog_reloads",

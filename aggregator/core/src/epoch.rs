@@ -11,13 +11,16 @@ use costpipe_schemas::UsageEvent;
 use crate::dead_letter::DeadLetter;
 use crate::rollup::{minute_of, RollupKey, RollupTotals};
 
-/// A usage event with its price and source position.
+/// A usage event with its price, source position and the bytes it arrived as (kept so that
+/// a conflicting duplicate can be dead-lettered whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedEvent {
     pub event: UsageEvent,
     pub priced: PricedCost,
     pub partition: i32,
     pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub raw: Vec<u8>,
 }
 
 /// When an open epoch is sealed.
@@ -45,27 +48,13 @@ pub(crate) struct OpenEpoch {
     pub next_offset: i64,
     pub opened_at_ms: i64,
     pub events: Vec<PricedEvent>,
-    pub rollups: BTreeMap<RollupKey, RollupTotals>,
     pub dead_letters: Vec<DeadLetter>,
 }
 
-impl OpenEpoch {
-    pub fn new(start_offset: i64, opened_at_ms: i64) -> Self {
-        OpenEpoch {
-            start_offset,
-            next_offset: start_offset,
-            opened_at_ms,
-            events: Vec::new(),
-            rollups: BTreeMap::new(),
-            dead_letters: Vec::new(),
-        }
-    }
-
-    pub fn records(&self) -> usize {
-        self.events.len() + self.dead_letters.len()
-    }
-
-    pub fn add_event(&mut self, priced: PricedEvent) {
+/// Sums `events` per rollup key.
+pub fn roll_up(events: &[PricedEvent]) -> Vec<(RollupKey, RollupTotals)> {
+    let mut rollups: BTreeMap<RollupKey, RollupTotals> = BTreeMap::new();
+    for priced in events {
         let e = &priced.event;
         let key = RollupKey {
             tenant_id: e.tenant_id.clone(),
@@ -75,7 +64,7 @@ impl OpenEpoch {
             billing_currency: priced.priced.billing_currency.to_string(),
             minute: minute_of(e.event_time),
         };
-        let t = self.rollups.entry(key).or_default();
+        let t = rollups.entry(key).or_default();
         t.events += 1;
         t.unpriced_events += i64::from(priced.priced.is_unpriced());
         // Tokens are validated non-negative before pricing, so these casts are lossless.
@@ -87,6 +76,26 @@ impl OpenEpoch {
         t.cache_write_1h_tokens += e.cache_write_1h_tokens.unwrap_or(0) as u64;
         t.cost += priced.priced.cost;
         t.billing_cost += priced.priced.billing_cost;
+    }
+    rollups.into_iter().collect()
+}
+
+impl OpenEpoch {
+    pub fn new(start_offset: i64, opened_at_ms: i64) -> Self {
+        OpenEpoch {
+            start_offset,
+            next_offset: start_offset,
+            opened_at_ms,
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    pub fn records(&self) -> usize {
+        self.events.len() + self.dead_letters.len()
+    }
+
+    pub fn add_event(&mut self, priced: PricedEvent) {
         self.next_offset = priced.offset + 1;
         self.events.push(priced);
     }
@@ -109,8 +118,8 @@ impl OpenEpoch {
             start_offset: self.start_offset,
             end_offset: self.next_offset,
             catalog_version: catalog_version.to_string(),
+            rollups: roll_up(&self.events),
             events: self.events,
-            rollups: self.rollups.into_iter().collect(),
             dead_letters: self.dead_letters,
             replay,
         }

@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod dedup;
 pub mod epoch;
 pub mod period;
 pub mod processor;

@@ -238,6 +238,8 @@ impl Processor {
             priced,
             partition: rec.partition,
             offset: rec.offset,
+            key: rec.key.map(<[u8]>::to_vec),
+            raw: payload.to_vec(),
         })
     }
 
