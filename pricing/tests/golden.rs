@@ -89,3 +89,33 @@ fn shipped_catalog_names_resolve() {
         "the demo's unpriced model stays unpriced"
     );
 }
+
+#[test]
+fn in_the_shipped_catalog_a_cached_token_never_costs_more_than_an_uncached_one() {
+    let c = Catalog::builtin();
+    for m in c.models() {
+        for period in &m.periods {
+            let all = std::iter::once(&period.base).chain(period.tiers.iter().map(|t| &t.prices));
+            for p in all {
+                assert!(
+                    p.cached_input <= p.input,
+                    "{}: cached {} > input {}",
+                    m.key,
+                    p.cached_input,
+                    p.input
+                );
+            }
+            // And priced through the engine, one token each way, at the period's start.
+            let mut cached = UsageEvent::new(Uuid::new_v4(), period.from_ms, "t", "p", &*m.key);
+            cached.cached_input_tokens = 1_000;
+            let mut plain = cached.clone();
+            plain.cached_input_tokens = 0;
+            plain.input_tokens = 1_000;
+            assert!(
+                price_event(&c, &cached).cost <= price_event(&c, &plain).cost,
+                "{}",
+                m.key
+            );
+        }
+    }
+}
