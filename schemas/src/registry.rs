@@ -13,11 +13,16 @@ pub const CONTROL_V1_ID: u32 = 2;
 /// Schema id of usage event v2 (adds `cache_write_1h_tokens`).
 pub const USAGE_V2_ID: u32 = 3;
 
-/// Subject name of usage events (record name strategy independent of the topic name, so
-/// renamed topics keep their ids).
-pub const USAGE_SUBJECT: &str = "costpipe.usage-value";
-/// Subject name of control events.
-pub const CONTROL_SUBJECT: &str = "costpipe.control-value";
+/// Subject of usage events: Confluent's `<topic>-value` naming for the default usage topic.
+pub const USAGE_SUBJECT: &str = "costpipe.usage.v1-value";
+/// Subject of budget control events, for the default control topic.
+pub const CONTROL_SUBJECT: &str = "costpipe.control.v1-value";
+
+/// The Confluent subject of values on `topic` (TopicNameStrategy). Deployments that rename
+/// topics register the same schemas under their topics' subjects; ids do not change.
+pub fn subject_for_topic(topic: &str) -> String {
+    format!("{topic}-value")
+}
 
 const USAGE_V1: &str = include_str!("../avro/usage_event_v1.avsc");
 const CONTROL_V1: &str = include_str!("../avro/budget_control_v1.avsc");
@@ -91,5 +96,6 @@ mod tests {
         assert_eq!(reg.get(USAGE_V1_ID).unwrap().subject, USAGE_SUBJECT);
         assert_eq!(reg.get(CONTROL_V1_ID).unwrap().subject, CONTROL_SUBJECT);
         assert!(reg.get(99).is_none());
+        assert_eq!(subject_for_topic("costpipe.usage.v1"), USAGE_SUBJECT);
     }
 }
