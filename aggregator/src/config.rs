@@ -100,6 +100,10 @@ pub struct AggregatorConfig {
     /// Currency of the limits; spend in other currencies is not counted against them.
     #[arg(long, env = "COSTPIPE_BUDGET_CURRENCY", default_value = "USD")]
     pub budget_currency: String,
+    /// Confluent-compatible schema registry to fetch unknown schema ids from (optional; the
+    /// compiled-in schemas are always known).
+    #[arg(long, env = "COSTPIPE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
     /// Address of the /metrics and /healthz endpoint.
     #[arg(
         long,

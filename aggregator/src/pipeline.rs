@@ -23,6 +23,10 @@ use costpipe_aggregator_core::{
 use costpipe_pricing::Catalog;
 use costpipe_schemas::{BudgetControl, ControlCodec, ValidationLimits};
 
+use std::collections::HashSet;
+
+use costpipe_ingest::schema_registry::RegistryClient;
+
 use crate::catalog_reload::{CatalogWatcher, ReloadOutcome};
 use crate::clickhouse_sink::ClickHouseStore;
 use crate::config::AggregatorConfig;
@@ -45,6 +49,9 @@ pub struct Pipeline {
     budgets: BudgetTracker,
     metrics: Metrics,
     catalog_watcher: Option<CatalogWatcher>,
+    registry: Option<RegistryClient>,
+    /// Ids the registry does not have: their records are dead-lettered without asking again.
+    missing_schema_ids: HashSet<u32>,
 }
 
 impl Pipeline {
@@ -87,8 +94,14 @@ impl Pipeline {
         );
         let budgets = BudgetTracker::new(config.budget_policy()?);
         let catalog_watcher = config.catalog.clone().map(CatalogWatcher::new);
+        let registry = config
+            .schema_registry_url
+            .as_deref()
+            .map(RegistryClient::new);
         Ok(Pipeline {
             catalog_watcher,
+            registry,
+            missing_schema_ids: HashSet::new(),
             config,
             store,
             consumer,
@@ -129,6 +142,9 @@ impl Pipeline {
                 msg = consumer.recv() => {
                     let msg = msg.context("consuming usage events")?;
                     self.apply_partition_changes()?;
+                    if let Some(payload) = msg.payload() {
+                        self.learn_schema_of(payload).await?;
+                    }
                     let rec = SourceRecord {
                         partition: msg.partition(),
                         offset: msg.offset(),
@@ -149,6 +165,36 @@ impl Pipeline {
         self.apply_partition_changes()?;
         let open = self.processor.seal_all();
         self.write(open).await?;
+        Ok(())
+    }
+
+    /// Fetches the schema of a record's id from the registry when it is not known yet.
+    async fn learn_schema_of(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        let Some(registry) = &self.registry else {
+            return Ok(());
+        };
+        let Ok((id, _)) = costpipe_schemas::wire::split(payload) else {
+            return Ok(());
+        };
+        if self.processor.knows_schema(id) || self.missing_schema_ids.contains(&id) {
+            return Ok(());
+        }
+        match registry.schema(id).await? {
+            Some(text) => match self
+                .processor
+                .learn_schema(id, &format!("registry:{id}"), &text)
+            {
+                Ok(()) => tracing::info!(schema_id = id, "schema learnt from the registry"),
+                Err(e) => {
+                    tracing::warn!(schema_id = id, error = %e, "registry schema is not a usage event");
+                    self.missing_schema_ids.insert(id);
+                }
+            },
+            None => {
+                tracing::warn!(schema_id = id, "schema id unknown to the registry");
+                self.missing_schema_ids.insert(id);
+            }
+        }
         Ok(())
     }
 

@@ -119,6 +119,27 @@ impl Emitter {
         })
     }
 
+    /// Registers the usage schema with a Confluent-compatible registry under
+    /// `<topic>-value` and writes the id it assigns from now on.
+    pub async fn use_schema_registry(mut self, url: &str) -> Result<Emitter, EmitError> {
+        let subject = costpipe_schemas::registry::subject_for_topic(&self.config.topic);
+        let text =
+            costpipe_schemas::SchemaRegistry::source(self.codec.schema_id()).ok_or_else(|| {
+                EmitError::Config("the current usage schema has no source text".into())
+            })?;
+        let id = crate::schema_registry::RegistryClient::new(url)
+            .register(&subject, text)
+            .await
+            .map_err(|e| EmitError::Config(e.to_string()))?;
+        self.codec = self.codec.with_writer_id(id, &subject);
+        Ok(self)
+    }
+
+    /// The schema id records are written with.
+    pub fn schema_id(&self) -> u32 {
+        self.codec.schema_id()
+    }
+
     /// Validates and encodes `event`, then hands it to the producer, waiting while the
     /// in-memory queue is full. The returned handle resolves once the broker acknowledged it.
     pub async fn enqueue(&self, event: &UsageEvent) -> Result<PendingDelivery, EmitError> {

@@ -7,6 +7,7 @@ pub mod dead_letters;
 pub mod emitter;
 pub mod error;
 pub mod http;
+pub mod schema_registry;
 pub mod synthetic;
 pub mod topics;
 

@@ -18,7 +18,7 @@ use crate::wire;
 #[derive(Debug, Clone)]
 pub struct Codec<T> {
     writer: Arc<RegisteredSchema>,
-    registry: &'static SchemaRegistry,
+    registry: Arc<SchemaRegistry>,
     _type: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -55,7 +55,7 @@ impl ControlCodec {
 impl<T: Serialize + DeserializeOwned> Codec<T> {
     /// A codec writing the registered schema `id`; `None` if the id is unknown.
     pub fn try_for_id(id: u32) -> Option<Self> {
-        let registry = SchemaRegistry::builtin();
+        let registry = Arc::new(SchemaRegistry::builtin().clone());
         let writer = registry.get(id)?.clone();
         Some(Codec {
             writer,
@@ -65,7 +65,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
     }
 
     fn for_id(id: u32) -> Self {
-        let registry = SchemaRegistry::builtin();
+        let registry = Arc::new(SchemaRegistry::builtin().clone());
         let writer = registry.get(id).expect("built-in schema id").clone();
         Codec {
             writer,
@@ -82,6 +82,51 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
     /// The writer schema.
     pub fn schema(&self) -> &Schema {
         &self.writer.schema
+    }
+
+    /// Whether records written with schema `id` can be decoded.
+    pub fn knows(&self, id: u32) -> bool {
+        self.registry.get(id).is_some()
+    }
+
+    /// Learns schema `id` (Avro JSON `text`) from an external registry, so that records
+    /// written with it decode. Refuses a schema of another record type.
+    pub fn learn(
+        &mut self,
+        id: u32,
+        subject: &str,
+        version: u32,
+        text: &str,
+    ) -> Result<(), DecodeError> {
+        let schema =
+            Schema::parse_str(text).map_err(|e| DecodeError::Avro(format!("schema {id}: {e}")))?;
+        if schema.name() != self.writer.schema.name() {
+            return Err(DecodeError::WrongSubject {
+                id,
+                subject: subject.to_string(),
+                expected: self.writer.subject.clone(),
+            });
+        }
+        Arc::make_mut(&mut self.registry).insert(RegisteredSchema {
+            id,
+            subject: subject.to_string(),
+            version,
+            schema,
+        });
+        Ok(())
+    }
+
+    /// Writes with the same schema under the id an external registry assigned to it.
+    pub fn with_writer_id(mut self, id: u32, subject: &str) -> Self {
+        let registered = RegisteredSchema {
+            id,
+            subject: subject.to_string(),
+            version: self.writer.version,
+            schema: self.writer.schema.clone(),
+        };
+        Arc::make_mut(&mut self.registry).insert(registered);
+        self.writer = self.registry.get(id).expect("just inserted").clone();
+        self
     }
 
     /// Encodes `value` as a framed record.
@@ -106,11 +151,12 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
             .registry
             .get(id)
             .ok_or(DecodeError::UnknownSchemaId { id })?;
-        if writer.subject != self.writer.subject {
+        // Records of one kind share the Avro record name across versions and subjects.
+        if writer.schema.name() != self.writer.schema.name() {
             return Err(DecodeError::WrongSubject {
                 id,
-                subject: writer.subject.to_string(),
-                expected: self.writer.subject,
+                subject: writer.subject.clone(),
+                expected: self.writer.subject.clone(),
             });
         }
         let reader_schema = (writer.id != self.writer.id).then_some(&self.writer.schema);
@@ -239,6 +285,34 @@ mod tests {
         assert_eq!(old.labels, e.labels);
         // And the v2 reader keeps the new field.
         assert_eq!(UsageCodec::current().decode(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn schemas_learnt_from_a_registry_decode() {
+        let v1_text = SchemaRegistry::source(USAGE_V1_ID).unwrap();
+        let writer: Codec<UsageEvent> =
+            UsageCodec::usage_v2().with_writer_id(4711, "my.usage-value");
+        let event = sample();
+        let bytes = writer.encode(&event).unwrap();
+        assert_eq!(&bytes[1..5], &4711u32.to_be_bytes());
+        let mut reader = UsageCodec::current();
+        assert!(!reader.knows(4711));
+        assert_eq!(
+            reader.decode(&bytes).unwrap_err().code(),
+            "unknown_schema_id"
+        );
+        let v2_text = SchemaRegistry::source(USAGE_V2_ID).unwrap();
+        reader.learn(4711, "my.usage-value", 1, v2_text).unwrap();
+        assert_eq!(reader.decode(&bytes).unwrap(), event);
+        let control_text = SchemaRegistry::source(CONTROL_V1_ID).unwrap();
+        assert_eq!(
+            reader
+                .learn(4712, "x-value", 1, control_text)
+                .unwrap_err()
+                .code(),
+            "wrong_subject"
+        );
+        assert!(reader.learn(4713, "x-value", 1, v1_text).is_ok());
     }
 
     #[test]

@@ -15,12 +15,12 @@ pub enum DecodeError {
     /// The schema id in the header is not one this registry knows.
     #[error("unknown schema id {id}")]
     UnknownSchemaId { id: u32 },
-    /// The schema id is known but belongs to another record type (e.g. a control event on the usage topic).
+    /// The schema id is known but is another record type (e.g. a control event on the usage topic).
     #[error("schema id {id} is subject {subject}, not {expected}")]
     WrongSubject {
         id: u32,
         subject: String,
-        expected: &'static str,
+        expected: String,
     },
     /// The Avro body could not be read with the writer's schema (truncated, corrupt, invalid UTF-8).
     #[error("undecodable Avro body: {0}")]

@@ -32,13 +32,13 @@ const USAGE_V2: &str = include_str!("../avro/usage_event_v2.avsc");
 #[derive(Debug)]
 pub struct RegisteredSchema {
     pub id: u32,
-    pub subject: &'static str,
+    pub subject: String,
     pub version: u32,
     pub schema: Schema,
 }
 
 /// Schemas by id.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SchemaRegistry {
     by_id: HashMap<u32, Arc<RegisteredSchema>>,
 }
@@ -60,7 +60,7 @@ impl SchemaRegistry {
                     id,
                     Arc::new(RegisteredSchema {
                         id,
-                        subject,
+                        subject: subject.to_string(),
                         version,
                         schema,
                     }),
@@ -68,6 +68,11 @@ impl SchemaRegistry {
             }
             SchemaRegistry { by_id }
         })
+    }
+
+    /// Adds a schema learnt from an external (Confluent-compatible) registry.
+    pub fn insert(&mut self, schema: RegisteredSchema) {
+        self.by_id.insert(schema.id, Arc::new(schema));
     }
 
     /// The schema registered under `id`, if any.

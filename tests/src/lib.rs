@@ -4,6 +4,8 @@
 //!
 //! Every test gets its own topics and ClickHouse database, so tests run in parallel.
 
+pub mod registry_double;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -89,6 +89,21 @@ impl Processor {
         self.catalog = catalog;
     }
 
+    /// Whether records written with schema `id` can be decoded.
+    pub fn knows_schema(&self, id: u32) -> bool {
+        self.codec.knows(id)
+    }
+
+    /// Learns schema `id` (Avro JSON) from an external registry.
+    pub fn learn_schema(
+        &mut self,
+        id: u32,
+        subject: &str,
+        text: &str,
+    ) -> Result<(), costpipe_schemas::DecodeError> {
+        self.codec.learn(id, subject, 1, text)
+    }
+
     /// Starts taking records of `partition` according to `plan`.
     pub fn assign(&mut self, partition: i32, plan: ResumePlan) {
         let next_offset = match plan.start {
