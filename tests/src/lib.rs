@@ -307,3 +307,27 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<OwnedMessa
     }
     out
 }
+
+/// A header of `m` as text.
+pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Waits until `topic` (one partition) holds at least `n` records and returns them all.
+pub async fn wait_records(stack: &Stack, topic: &str, n: usize) -> Vec<OwnedMessage> {
+    wait_for(
+        &format!("{n} records on {topic}"),
+        Duration::from_secs(60),
+        || async move {
+            let got = read_topic(&stack.brokers, topic, 1);
+            (got.len() >= n).then_some(got)
+        },
+    )
+    .await
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
@@ -25,14 +25,6 @@ fn valid_event(tenant: &str, i: i64) -> UsageEvent {
     e.input_tokens = 1000 + i;
     e.output_tokens = 10;
     e
-}
-
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    let h = m.headers()?;
-    h.iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,14 +106,7 @@ async fn bad_records_are_dead_lettered_with_reasons_and_counted() {
     })
     .await;
 
-    let letters = wait_for("every dead letter", Duration::from_secs(30), || {
-        let (stack, names, n) = (&stack, &names, bad.len());
-        async move {
-            let got = read_topic(&stack.brokers, &names.dead_letters, 1);
-            (got.len() >= n).then_some(got)
-        }
-    })
-    .await;
+    let letters = wait_records(&stack, &names.dead_letters, bad.len()).await;
     assert_eq!(
         letters.len(),
         bad.len(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 
 use costpipe_e2e::*;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
@@ -115,26 +115,8 @@ async fn a_replayed_batch_leaves_totals_unchanged() {
     let mut conflicting = events[1].clone();
     conflicting.output_tokens += 1;
     emitter.emit(&conflicting).await.expect("delivered");
-    let letters = wait_for(
-        "the conflict on the dead-letter topic",
-        Duration::from_secs(60),
-        || {
-            let (stack, names) = (&stack, &names);
-            async move {
-                let got = read_topic(&stack.brokers, &names.dead_letters, 1);
-                (!got.is_empty()).then_some(got)
-            }
-        },
-    )
-    .await;
-    let reason = letters[0]
-        .headers()
-        .and_then(|h| {
-            h.iter()
-                .find(|h| h.key == "costpipe.reason_code")
-                .and_then(|h| h.value)
-        })
-        .map(|v| String::from_utf8_lossy(v).to_string());
+    let letters = wait_records(&stack, &names.dead_letters, 1).await;
+    let reason = header(&letters[0], "costpipe.reason_code");
     assert_eq!(reason.as_deref(), Some("duplicate_event_id_conflict"));
     assert!(
         letters[0].payload().is_some_and(|p| !p.is_empty()),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use costpipe_e2e::*;
@@ -99,26 +99,8 @@ async fn ids_from_an_external_registry_are_learnt() {
     assert!(aggregator
         .log_text()
         .contains("schema learnt from the registry"));
-    let letters = wait_for(
-        "the stray record's dead letter",
-        Duration::from_secs(30),
-        || {
-            let (stack, names) = (&stack, &names);
-            async move {
-                let got = read_topic(&stack.brokers, &names.dead_letters, 1);
-                (!got.is_empty()).then_some(got)
-            }
-        },
-    )
-    .await;
-    let code = letters[0]
-        .headers()
-        .and_then(|h| {
-            h.iter()
-                .find(|h| h.key == "costpipe.reason_code")
-                .and_then(|h| h.value)
-        })
-        .map(|v| String::from_utf8_lossy(v).to_string());
+    let letters = wait_records(&stack, &names.dead_letters, 1).await;
+    let code = header(&letters[0], "costpipe.reason_code");
     assert_eq!(code.as_deref(), Some("unknown_schema_id"));
     assert_eq!(letters[0].payload(), Some(&stray[..]));
 
