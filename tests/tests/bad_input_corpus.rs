@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use uuid::Uuid;
@@ -290,14 +290,6 @@ fn corpus_files_are_what_their_names_say() {
     // The 10 MB label is 10 MB.
     let huge = items.iter().find(|i| i.name.contains("10mb")).unwrap();
     assert!(huge.bytes.len() > 10 << 20);
-}
-
-fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
