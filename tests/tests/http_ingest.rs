@@ -651,3 +651,50 @@ async fn dead_letters_replay_after_a_fix() {
         assert_eq!(m.key(), Some(e.tenant_id.as_bytes()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/test starts it"]
+async fn with_a_schema_registry_records_carry_the_registry_id() {
+    let stack = Stack::from_env();
+    let names = Names::new("e2e_http_registry");
+    let registry = format!("http://{}", registry_double::start(2001).await);
+    let http = start_ingest_http(
+        &stack,
+        &names.usage,
+        &names.dead_letters,
+        &["acme"],
+        &[("COSTPIPE_SCHEMA_REGISTRY_URL", registry.as_str())],
+    )
+    .await;
+    let events: Vec<UsageEvent> = recent_events(9, 20, 1)
+        .into_iter()
+        .filter(|e| e.labels.len() <= 1)
+        .collect();
+    let a = post(
+        http.port,
+        Some(key_of("acme").as_str()),
+        None,
+        serde_json::to_vec(&events).unwrap(),
+    )
+    .await;
+    assert_eq!(a.body["accepted"], events.len(), "{}", a.body);
+    let records = read_topic(&stack.brokers, &names.usage, PARTITIONS);
+    assert_eq!(records.len(), events.len());
+    let codec = UsageCodec::current();
+    let expected: HashMap<Vec<u8>, &UsageEvent> = events
+        .iter()
+        .map(|e| (codec.encode(e).unwrap()[5..].to_vec(), e))
+        .collect();
+    for m in &records {
+        let payload = m.payload().unwrap();
+        assert_eq!(
+            &payload[..5],
+            &[0, 0, 0, 0x07, 0xd1],
+            "magic byte + id 2001"
+        );
+        assert!(
+            expected.contains_key(&payload[5..]),
+            "the body is the emitter's"
+        );
+    }
+}

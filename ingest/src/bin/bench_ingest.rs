@@ -507,7 +507,7 @@ async fn main() -> anyhow::Result<()> {
     if phases.contains(&"http") {
         let http_config =
             HttpIngestConfig::new(&cfg.brokers, topic("http"), topic("dlq"), keys.join(","));
-        let service = IngestHttp::new(&http_config)?;
+        let service = IngestHttp::new(&http_config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/events", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -78,6 +78,9 @@ enum Command {
         /// Only say what would be replayed.
         #[arg(long)]
         dry_run: bool,
+        /// Confluent-compatible schema registry the emitter registers with (as the services do).
+        #[arg(long, env = "COSTPIPE_SCHEMA_REGISTRY_URL")]
+        schema_registry_url: Option<String>,
     },
 }
 
@@ -179,13 +182,17 @@ async fn main() -> anyhow::Result<()> {
             usage_topic,
             force,
             dry_run,
+            schema_registry_url,
         } => {
             let now = chrono::Utc::now().timestamp_millis();
             let limits = ValidationLimits::default();
-            let emitter = Emitter::new(EmitterConfig {
+            let mut emitter = Emitter::new(EmitterConfig {
                 limits: limits.clone(),
                 ..EmitterConfig::new(&cli.brokers, &usage_topic)
             })?;
+            if let Some(url) = &schema_registry_url {
+                emitter = emitter.use_schema_registry(url).await?;
+            }
             let (mut replayed, mut events, mut skipped, mut failed) = (0, 0, 0, 0);
             let mut last_offset = None;
             for l in letters.iter().filter(|l| filter.matches(l)) {

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = HttpIngestConfig::parse();
-    let service = IngestHttp::new(&config)?;
+    let service = IngestHttp::new(&config).await?;
     prepare_topics(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!(

@@ -91,6 +91,10 @@ pub struct HttpIngestConfig {
     /// How long the producer lets a batch fill, in milliseconds.
     #[arg(long, env = "COSTPIPE_INGEST_LINGER_MS", default_value_t = 10)]
     pub linger_ms: u32,
+    /// Confluent-compatible schema registry: register the usage schema under
+    /// `<usage topic>-value` at start-up and write the id it assigns (unset: the compiled-in ids).
+    #[arg(long, env = "COSTPIPE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
     /// Create missing topics at start-up with this many usage partitions (0: do not create).
     #[arg(long, env = "COSTPIPE_CREATE_TOPICS_PARTITIONS", default_value_t = 8)]
     pub create_topics_partitions: i32,

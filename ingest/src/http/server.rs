@@ -42,8 +42,9 @@ pub struct IngestHttp {
 }
 
 impl IngestHttp {
-    /// Creates the producers (no broker round trip yet).
-    pub fn new(config: &HttpIngestConfig) -> anyhow::Result<Arc<IngestHttp>> {
+    /// Creates the producers (no broker round trip yet) and, when configured, registers the
+    /// usage schema with the schema registry.
+    pub async fn new(config: &HttpIngestConfig) -> anyhow::Result<Arc<IngestHttp>> {
         let keys = ApiKeys::parse(&config.api_keys)?;
         anyhow::ensure!(
             !keys.is_empty(),
@@ -55,7 +56,14 @@ impl IngestHttp {
         emitter_config.limits = rules.limits.clone();
         emitter_config.delivery_timeout_ms = config.delivery_timeout_ms;
         emitter_config.linger_ms = config.linger_ms;
-        let emitter = Emitter::new(emitter_config)?;
+        let mut emitter = Emitter::new(emitter_config)?;
+        if let Some(url) = &config.schema_registry_url {
+            emitter = emitter.use_schema_registry(url).await?;
+            tracing::info!(
+                schema_id = emitter.schema_id(),
+                "usage schema registered with the schema registry"
+            );
+        }
         let dead_letters = DeadLetterProducer::new(
             &config.brokers,
             &config.dead_letter_topic,
@@ -552,7 +560,7 @@ mod tests {
     use tower::ServiceExt;
 
     /// A service whose broker does not exist: enough for everything before production.
-    fn service() -> Arc<IngestHttp> {
+    async fn service() -> Arc<IngestHttp> {
         let mut c = HttpIngestConfig::new(
             "127.0.0.1:1",
             "u",
@@ -560,11 +568,11 @@ mod tests {
             format!("acme:{}", hash_key("acme-key")),
         );
         c.delivery_timeout_ms = 1000;
-        IngestHttp::new(&c).unwrap()
+        IngestHttp::new(&c).await.unwrap()
     }
 
     async fn call(req: Request<Body>) -> (StatusCode, serde_json::Value) {
-        let resp = service().router().oneshot(req).await.unwrap();
+        let resp = service().await.router().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
