@@ -17,8 +17,6 @@
 //! assert_eq!(event.tenant_id, "acme");
 //! ```
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -139,8 +137,8 @@ impl UsageEventBuilder {
     }
 
     /// Replaces every label.
-    pub fn set_labels(mut self, labels: HashMap<String, String>) -> Self {
-        self.event.labels = labels;
+    pub fn set_labels(mut self, labels: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.event.labels = labels.into_iter().collect();
         self
     }
 
@@ -246,7 +244,7 @@ mod tests {
         assert_eq!(e, expected);
         let replaced = base()
             .label("a", "1")
-            .set_labels(HashMap::from([("b".to_string(), "2".to_string())]))
+            .set_labels([("b".to_string(), "2".to_string())])
             .build_at(&ValidationLimits::default(), NOW)
             .unwrap();
         assert_eq!(replaced.labels.len(), 1);

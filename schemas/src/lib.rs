@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod registry;
 pub mod usage_event;
+pub mod usage_wire;
 pub mod validate;
 pub mod wire;
 

@@ -1,7 +1,7 @@
 //! The usage event: one model call, as services and gateways emit it. The Rust type is the
 //! newest schema version (v2); older records decode into it through Avro schema resolution.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,7 +37,8 @@ pub struct UsageEvent {
     pub trace_id: Option<String>,
     pub span_name: Option<String>,
     #[serde(default)]
-    pub labels: HashMap<String, String>,
+    /// Sorted, so that an event always encodes to the same bytes.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl UsageEvent {
@@ -69,7 +70,7 @@ impl UsageEvent {
             request_id: None,
             trace_id: None,
             span_name: None,
-            labels: HashMap::new(),
+            labels: BTreeMap::new(),
         }
     }
 }

@@ -60,10 +60,8 @@ struct BenchConfig {
     /// Runs of each phase; the median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Only these phases (comma-separated: raw, emitter, http, direct). `direct` is a what-if:
-    /// the emitter's work (validate, encode, produce via `enqueue_encoded`) with the
-    /// prototype Avro encoder below instead of apache-avro's generic one.
-    #[arg(long, default_value = "raw,emitter,http,direct")]
+    /// Only these phases (comma-separated: raw, emitter, http).
+    #[arg(long, default_value = "raw,emitter,http")]
     phases: String,
     /// Process id of the broker, to report its CPU time too.
     #[arg(long)]
@@ -168,120 +166,6 @@ async fn run_emitter(emitter: &Emitter, events: &[UsageEvent]) -> anyhow::Result
         r?;
     }
     Ok(())
-}
-
-async fn run_direct(
-    emitter: &Emitter,
-    limits: &ValidationLimits,
-    schema_id: u32,
-    events: &[UsageEvent],
-) -> anyhow::Result<()> {
-    let mut pending = Vec::with_capacity(events.len());
-    let mut buf = Vec::with_capacity(512);
-    for e in events {
-        let now = chrono::Utc::now().timestamp_millis();
-        limits
-            .check(e, now)
-            .map_err(|v| anyhow::anyhow!("{}", v.message))?;
-        buf.clear();
-        direct_avro::encode_usage_v2(e, schema_id, &mut buf);
-        pending.push(
-            emitter
-                .enqueue_encoded(e.event_id, &e.tenant_id, &buf)
-                .await?
-                .wait(),
-        );
-    }
-    for r in join_all(pending).await {
-        r?;
-    }
-    Ok(())
-}
-
-/// A prototype of a direct Avro encoder for the usage event (schema v2): writes the binary
-/// encoding field by field, with labels sorted by key, instead of building apache-avro's
-/// generic `Value`, resolving it and writing that. Measured here to size what a fast path in
-/// `schemas::codec` would gain; not used by any service.
-mod direct_avro {
-    use costpipe_schemas::UsageEvent;
-
-    fn long(out: &mut Vec<u8>, v: i64) {
-        let mut n = ((v << 1) ^ (v >> 63)) as u64;
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
-
-    fn string(out: &mut Vec<u8>, s: &str) {
-        long(out, s.len() as i64);
-        out.extend_from_slice(s.as_bytes());
-    }
-
-    fn opt_string(out: &mut Vec<u8>, s: &Option<String>) {
-        match s {
-            None => long(out, 0),
-            Some(s) => {
-                long(out, 1);
-                string(out, s);
-            }
-        }
-    }
-
-    /// Confluent header + the v2 record.
-    pub fn encode_usage_v2(e: &UsageEvent, schema_id: u32, out: &mut Vec<u8>) {
-        out.push(0);
-        out.extend_from_slice(&schema_id.to_be_bytes());
-        string(
-            out,
-            e.event_id
-                .hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
-        );
-        long(out, e.event_time);
-        string(out, &e.tenant_id);
-        for s in [
-            &e.department,
-            &e.user_id,
-            &e.project_id,
-            &e.feature,
-            &e.environment,
-        ] {
-            opt_string(out, s);
-        }
-        string(out, &e.provider);
-        string(out, &e.model);
-        for v in [
-            e.input_tokens,
-            e.output_tokens,
-            e.cached_input_tokens,
-            e.cache_write_tokens,
-            e.reasoning_tokens,
-        ] {
-            long(out, v);
-        }
-        match e.cache_write_1h_tokens {
-            None => long(out, 0),
-            Some(v) => {
-                long(out, 1);
-                long(out, v);
-            }
-        }
-        for s in [&e.request_id, &e.trace_id, &e.span_name] {
-            opt_string(out, s);
-        }
-        if !e.labels.is_empty() {
-            long(out, e.labels.len() as i64);
-            let mut labels: Vec<(&String, &String)> = e.labels.iter().collect();
-            labels.sort();
-            for (k, v) in labels {
-                string(out, k);
-                string(out, v);
-            }
-        }
-        long(out, 0);
-    }
 }
 
 async fn run_http(
@@ -418,15 +302,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let apache_us = per_event(&mut || {
         for e in &events {
-            let _ = std::hint::black_box(codec.encode(e));
+            let _ = std::hint::black_box(codec.encode_with_apache_avro(e));
         }
     });
-    let mut buf = Vec::new();
     let direct_us = per_event(&mut || {
         for e in &events {
-            buf.clear();
-            direct_avro::encode_usage_v2(e, codec.schema_id(), &mut buf);
-            std::hint::black_box(&buf);
+            let _ = std::hint::black_box(codec.encode(e));
         }
     });
     let limits = ValidationLimits::default();
@@ -448,20 +329,8 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
     });
-    // The prototype writes what apache-avro writes (labels of one key: no order to differ in).
-    for (e, (_, payload)) in events.iter().zip(&records) {
-        buf.clear();
-        direct_avro::encode_usage_v2(e, codec.schema_id(), &mut buf);
-        if e.labels.len() <= 1 {
-            anyhow::ensure!(
-                &buf == payload,
-                "direct encoding differs for {}",
-                e.event_id
-            );
-        }
-    }
     println!(
-        "CPU per event, one thread, best of 3: apache-avro encode {apache_us:.2} µs, direct encode {direct_us:.2} µs, \
+        "CPU per event, one thread, best of 3: codec encode (direct writer) {direct_us:.2} µs, apache-avro generic encode {apache_us:.2} µs, \
          validate {validate_us:.2} µs, HTTP split+parse+validate {judge_us:.2} µs"
     );
 
@@ -488,21 +357,6 @@ async fn main() -> anyhow::Result<()> {
         }
         emitter.flush(Duration::from_secs(30))?;
         results.push(("emitter (validate + encode + produce)", median(runs)));
-    }
-    if phases.contains(&"direct") {
-        let emitter = Emitter::new(EmitterConfig::new(&cfg.brokers, topic("direct")))?;
-        run_direct(&emitter, &limits, codec.schema_id(), &events[..warmup]).await?;
-        let mut runs = Vec::new();
-        for _ in 0..cfg.rounds {
-            runs.push(
-                timed(cfg.broker_pid, || {
-                    run_direct(&emitter, &limits, codec.schema_id(), &events)
-                })
-                .await?,
-            );
-        }
-        emitter.flush(Duration::from_secs(30))?;
-        results.push(("what-if: emitter with a direct encoder", median(runs)));
     }
     if phases.contains(&"http") {
         let http_config =
