@@ -49,7 +49,7 @@ pub async fn send_dead_letters(
             })
             .insert(Header {
                 key: headers::SOURCE,
-                value: Some("aggregator"),
+                value: Some(headers::SOURCE_AGGREGATOR),
             })
             .insert(Header {
                 key: headers::SOURCE_TOPIC,

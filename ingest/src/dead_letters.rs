@@ -24,16 +24,9 @@ use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
 
 use crate::http::verdict::{judge_body, Rules, Verdict};
 
-/// `costpipe.source` of dead letters written by HTTP ingest.
-pub const SOURCE_HTTP_INGEST: &str = "http-ingest";
-/// `costpipe.source` of dead letters written by the aggregator.
-pub const SOURCE_AGGREGATOR: &str = "aggregator";
-/// Header: `true` when the value holds only the first bytes of what was received.
-pub const TRUNCATED: &str = "costpipe.truncated";
-/// Header: size in bytes of what was received, when truncated.
-pub const ORIGINAL_SIZE: &str = "costpipe.original_size";
-/// Header: the request's `Content-Type`, on letters holding a whole request body.
-pub const CONTENT_TYPE: &str = "costpipe.content_type";
+pub use costpipe_schemas::dead_letter::{
+    CONTENT_TYPE, ORIGINAL_SIZE, SOURCE_AGGREGATOR, SOURCE_HTTP_INGEST, TRUNCATED,
+};
 
 /// Default cap on a dead letter's value, well under Kafka's 1 MB default record limit.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 512 * 1024;

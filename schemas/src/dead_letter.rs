@@ -18,3 +18,15 @@ pub const SOURCE_OFFSET: &str = "costpipe.source_offset";
 pub const FAILED_AT: &str = "costpipe.failed_at";
 /// Tenant the sender authenticated as, where known (HTTP ingest).
 pub const TENANT: &str = "costpipe.tenant";
+/// `true` when the value holds only the first bytes of what was received (HTTP ingest caps
+/// a dead letter well under Kafka's record size limit).
+pub const TRUNCATED: &str = "costpipe.truncated";
+/// Size in bytes of what was received, when truncated.
+pub const ORIGINAL_SIZE: &str = "costpipe.original_size";
+/// The request's `Content-Type`, on letters holding a whole request body.
+pub const CONTENT_TYPE: &str = "costpipe.content_type";
+
+/// `SOURCE` of dead letters written by HTTP ingest.
+pub const SOURCE_HTTP_INGEST: &str = "http-ingest";
+/// `SOURCE` of dead letters written by the aggregator.
+pub const SOURCE_AGGREGATOR: &str = "aggregator";
