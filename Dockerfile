@@ -8,5 +8,7 @@ RUN cargo build --release --workspace --bins
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libcurl4 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/costpipe-aggregator /src/target/release/costpipe-billing \
-     /src/target/release/costpipe-loadgen /src/target/release/costpipe-controls /usr/local/bin/
+     /src/target/release/costpipe-loadgen /src/target/release/costpipe-controls \
+     /src/target/release/costpipe-ingest-http /src/target/release/costpipe-deadletters \
+     /src/target/release/costpipe-reprice /usr/local/bin/
 USER 65534
