@@ -331,3 +331,13 @@ pub async fn wait_records(stack: &Stack, topic: &str, n: usize) -> Vec<OwnedMess
     )
     .await
 }
+
+/// Waits until the scalar query `sql` answers `expected`.
+pub async fn wait_scalar(stack: &Stack, sql: &str, expected: u64) {
+    wait_for(
+        &format!("`{sql}` = {expected}"),
+        Duration::from_secs(90),
+        || async move { (scalar(stack, sql).await? == expected).then_some(()) },
+    )
+    .await
+}

@@ -57,19 +57,12 @@ async fn send(emitter: &Emitter, events: &[UsageEvent]) {
 }
 
 async fn wait_events(stack: &Stack, db: &str, n: u64) {
-    wait_for(
-        &format!("{n} events in the rollup"),
-        Duration::from_secs(90),
-        || async move {
-            let got = scalar(
-                stack,
-                &format!("SELECT sum(events) FROM {db}.usage_cost_minute"),
-            )
-            .await?;
-            (got == n).then_some(())
-        },
+    wait_scalar(
+        stack,
+        &format!("SELECT sum(events) FROM {db}.usage_cost_minute"),
+        n,
     )
-    .await;
+    .await
 }
 
 async fn metrics(port: u16) -> String {

@@ -93,17 +93,11 @@ async fn bad_records_are_dead_lettered_with_reasons_and_counted() {
     }
 
     let db = names.database.clone();
-    wait_for("the valid events", Duration::from_secs(90), || {
-        let (stack, db) = (&stack, &db);
-        async move {
-            let n = scalar(
-                stack,
-                &format!("SELECT count() FROM {db}.usage_events_priced"),
-            )
-            .await?;
-            (n == 100).then_some(())
-        }
-    })
+    wait_scalar(
+        &stack,
+        &format!("SELECT count() FROM {db}.usage_events_priced"),
+        100,
+    )
     .await;
 
     let letters = wait_records(&stack, &names.dead_letters, bad.len()).await;

@@ -80,17 +80,11 @@ async fn ids_from_an_external_registry_are_learnt() {
         .await
         .expect("sent");
 
-    wait_for("the events", Duration::from_secs(90), || {
-        let (stack, db) = (&stack, &db);
-        async move {
-            let n = scalar(
-                stack,
-                &format!("SELECT count() FROM {db}.usage_events_priced"),
-            )
-            .await?;
-            (n == 50).then_some(())
-        }
-    })
+    wait_scalar(
+        &stack,
+        &format!("SELECT count() FROM {db}.usage_events_priced"),
+        50,
+    )
     .await;
     assert_eq!(
         rollup_by_tenant(&stack, &db).await,
