@@ -80,12 +80,19 @@ async fn ids_from_an_external_registry_are_learnt() {
         .await
         .expect("sent");
 
+    // Rollups are written after the events of an epoch: wait for them.
     wait_scalar(
         &stack,
-        &format!("SELECT count() FROM {db}.usage_events_priced"),
+        &format!("SELECT sum(events) FROM {db}.usage_cost_minute"),
         50,
     )
     .await;
+    assert_eq!(
+        stack
+            .query(&format!("SELECT count() FROM {db}.usage_events_priced"))
+            .await,
+        "50"
+    );
     assert_eq!(
         rollup_by_tenant(&stack, &db).await,
         expected_by_tenant(&events)
