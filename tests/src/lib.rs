@@ -220,24 +220,29 @@ where
 }
 
 /// Per-million-token prices, written by hand from the providers' price pages for these
-/// tests, independently of `pricing/catalog/default.toml`: (input, cached input, cache write, output).
-pub fn expected_prices(model: &str) -> Option<(Decimal, Decimal, Decimal, Decimal)> {
+/// tests, independently of `pricing/catalog/default.toml`: (input, cached input, 5-minute
+/// cache write, 1-hour cache write, output). Prompts above 200K tokens (Anthropic's long
+/// context tier) are not covered: the synthetic stream's prompts stay far below.
+pub fn expected_prices(model: &str) -> Option<(Decimal, Decimal, Decimal, Decimal, Decimal)> {
     match model {
-        "gpt-4o" | "gpt-4o-2024-08-06" => Some((dec!(2.50), dec!(1.25), dec!(2.50), dec!(10.00))),
-        "gpt-4o-mini" => Some((dec!(0.15), dec!(0.075), dec!(0.15), dec!(0.60))),
-        "claude-sonnet-4-5" => Some((dec!(3.00), dec!(0.30), dec!(3.75), dec!(15.00))),
+        "gpt-4o" | "gpt-4o-2024-08-06" => {
+            Some((dec!(2.50), dec!(1.25), dec!(2.50), dec!(2.50), dec!(10.00)))
+        }
+        "gpt-4o-mini" => Some((dec!(0.15), dec!(0.075), dec!(0.15), dec!(0.15), dec!(0.60))),
+        "claude-sonnet-4-5" => Some((dec!(3.00), dec!(0.30), dec!(3.75), dec!(6.00), dec!(15.00))),
         _ => None,
     }
 }
 
 /// The cost of `e` under [`expected_prices`]; unknown models cost zero.
 pub fn expected_cost(e: &UsageEvent) -> Decimal {
-    let Some((input, cached, write, output)) = expected_prices(&e.model) else {
+    let Some((input, cached, write, write_1h, output)) = expected_prices(&e.model) else {
         return Decimal::ZERO;
     };
     (Decimal::from(e.input_tokens) * input
         + Decimal::from(e.cached_input_tokens) * cached
         + Decimal::from(e.cache_write_tokens) * write
+        + Decimal::from(e.cache_write_1h_tokens.unwrap_or(0)) * write_1h
         + Decimal::from(e.output_tokens) * output)
         / dec!(1000000)
 }
