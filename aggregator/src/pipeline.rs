@@ -256,31 +256,34 @@ impl Pipeline {
             return Ok(());
         }
         let started = Instant::now();
-        let mut commit = TopicPartitionList::new();
-        let mut touched: BTreeMap<Period, Option<BTreeSet<String>>> = BTreeMap::new();
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut touched: BTreeMap<Period, BTreeSet<String>> = BTreeMap::new();
         for epoch in epochs {
             let epoch = self.without_duplicates(epoch).await?;
-            let epoch = &epoch;
-            self.write_epoch(epoch).await?;
-            commit.add_partition_offset(
-                &epoch.topic,
-                epoch.partition,
-                Offset::Offset(epoch.end_offset),
-            )?;
+            self.write_epoch(&epoch).await?;
+            let end = ends.entry(epoch.partition).or_default();
+            *end = (*end).max(epoch.end_offset);
             for (key, _) in &epoch.rollups {
-                let period = Period::of_millis(key.minute * 1000);
                 touched
-                    .entry(period)
-                    .or_insert_with(|| Some(BTreeSet::new()))
-                    .get_or_insert_with(BTreeSet::new)
+                    .entry(Period::of_millis(key.minute * 1000))
+                    .or_default()
                     .insert(key.tenant_id.clone());
             }
+        }
+        let mut commit = TopicPartitionList::new();
+        for (partition, end) in ends {
+            commit.add_partition_offset(
+                &self.config.usage_topic,
+                partition,
+                Offset::Offset(end),
+            )?;
         }
         // Kafka's committed offsets only show progress; the checkpoint is in ClickHouse.
         if let Err(e) = self.consumer.commit(&commit, CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed (progress display only)");
         }
-        self.evaluate_budgets(touched).await?;
+        self.evaluate_budgets(touched.into_iter().map(|(p, t)| (p, Some(t))).collect())
+            .await?;
         self.metrics
             .flush_seconds_total
             .inc_by(started.elapsed().as_secs_f64());
