@@ -699,21 +699,6 @@ impl Catalog {
         let list = self.rates.get(&(from.clone(), to.clone()))?;
         in_force(list, at_ms, |r| (r.from_ms, r.to_ms))
     }
-
-    /// The adjustment percent of `tenant`/`department` at `at_ms`.
-    pub fn adjustment(
-        &self,
-        tenant: &str,
-        department: Option<&str>,
-        at_ms: i64,
-    ) -> Option<Decimal> {
-        self.terms(tenant)?.adjustment(department, at_ms)
-    }
-
-    /// `tenant`'s contract price for `model` at `at_ms`.
-    pub fn contract(&self, tenant: &str, model: &str, at_ms: i64) -> Option<&ContractPrice> {
-        self.terms(tenant)?.contract(model, at_ms)
-    }
 }
 
 /// Every known name (keys, aliases, examples) must be matched, at its best priority, by

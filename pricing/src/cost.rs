@@ -161,7 +161,7 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
     };
     let tokens = Tokens::of(event);
     let (list_cost, currency, tier_above, contract) =
-        match catalog.contract(&event.tenant_id, &model.key, at) {
+        match terms.and_then(|t| t.contract(&model.key, at)) {
             Some(c) => (cost_at(&c.prices, &tokens), c.currency.clone(), None, true),
             None => {
                 let Some(period) = model.period_at(at) else {
@@ -180,8 +180,8 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
                 )
             }
         };
-    let adjustment_percent = catalog
-        .adjustment(&event.tenant_id, event.department.as_deref(), at)
+    let adjustment_percent = terms
+        .and_then(|t| t.adjustment(event.department.as_deref(), at))
         .unwrap_or_default();
     let cost = if adjustment_percent.is_zero() {
         list_cost.normalize()
