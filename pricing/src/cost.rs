@@ -4,12 +4,19 @@
 //! per million tokens, so a cost has at most 12). A percentage adjustment and a currency
 //! conversion each round once, to 12 decimal places, half to even. Nothing else rounds;
 //! invoices are sums of these stored amounts.
+//!
+//! Overflow, documented once: no operation here can wrap or panic. Token counts are bounded
+//! by [`MAX_TOKENS_PER_FIELD`] (10^12 < 2^40), which validation enforces and pricing checks
+//! again, so the sums of token counts fit an `i64` many times over. Prices are not bounded
+//! by the catalog, so each product and sum of the cost in `i128`, and each `Decimal` product
+//! after it, is checked: a cost that does not fit is unpriced as
+//! [`UnpricedReason::CostOverflow`], never a wrong amount or a wrong tier.
 
 use std::sync::Arc;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use costpipe_schemas::UsageEvent;
+use costpipe_schemas::{UsageEvent, MAX_TOKENS_PER_FIELD};
 
 use crate::catalog::{Catalog, Prices};
 
@@ -25,6 +32,12 @@ pub enum UnpricedReason {
     NoPriceAtTime,
     /// The cost is known but no exchange rate into the billing currency was in force.
     NoExchangeRate,
+    /// A token count is negative or above [`MAX_TOKENS_PER_FIELD`], or reasoning exceeds
+    /// output. Validation rejects such events first; this guards callers that skip it.
+    InvalidTokens,
+    /// The cost does not fit the arithmetic (`i128` in 10^-12 units, or `Decimal`'s 96-bit
+    /// mantissa): only with absurd catalog prices, rates or adjustments.
+    CostOverflow,
 }
 
 impl UnpricedReason {
@@ -34,6 +47,8 @@ impl UnpricedReason {
             UnpricedReason::UnknownModel => "unknown_model",
             UnpricedReason::NoPriceAtTime => "no_price_at_time",
             UnpricedReason::NoExchangeRate => "no_exchange_rate",
+            UnpricedReason::InvalidTokens => "invalid_tokens",
+            UnpricedReason::CostOverflow => "cost_overflow",
         }
     }
 }
@@ -82,12 +97,14 @@ fn round(d: Decimal) -> Decimal {
         .normalize()
 }
 
-/// `amount` in another currency at `rate`, rounded once (half to even, 12 places).
-pub fn convert(amount: Decimal, rate: Decimal) -> Decimal {
-    round(amount * rate)
+/// `amount` in another currency at `rate`, rounded once (half to even, 12 places); `None`
+/// when the product does not fit a `Decimal`.
+pub fn convert(amount: Decimal, rate: Decimal) -> Option<Decimal> {
+    amount.checked_mul(rate).map(round)
 }
 
-/// Token counts of an event by bucket; validated non-negative upstream.
+/// Token counts of an event by bucket; validated to lie in `0..=MAX_TOKENS_PER_FIELD`
+/// upstream, and checked again here before any arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tokens {
     pub input: i64,
@@ -111,29 +128,71 @@ impl Tokens {
         }
     }
 
-    /// Tokens of the prompt, which long-context tiers are decided on.
-    pub fn prompt(&self) -> u64 {
-        (self.input + self.cached_input + self.cache_write_5m + self.cache_write_1h).max(0) as u64
+    /// Whether every bucket lies in `0..=MAX_TOKENS_PER_FIELD` and reasoning is part of
+    /// output, as validation guarantees.
+    pub fn is_valid(&self) -> bool {
+        let in_range = |n: i64| (0..=MAX_TOKENS_PER_FIELD).contains(&n);
+        [
+            self.input,
+            self.cached_input,
+            self.cache_write_5m,
+            self.cache_write_1h,
+            self.output,
+            self.reasoning,
+        ]
+        .into_iter()
+        .all(in_range)
+            && self.reasoning <= self.output
+    }
+
+    /// Tokens of the prompt, which long-context tiers are decided on; `InvalidTokens` unless
+    /// [`Tokens::is_valid`]. A sum that wrapped would pick the wrong tier, so none may.
+    pub fn prompt(&self) -> Result<u64, UnpricedReason> {
+        if !self.is_valid() {
+            return Err(UnpricedReason::InvalidTokens);
+        }
+        // Four counts of at most 10^12 each sum below 2^42: the checks cannot fail, and are
+        // kept so that a change to the bound cannot make this wrap silently.
+        [self.cached_input, self.cache_write_5m, self.cache_write_1h]
+            .into_iter()
+            .try_fold(self.input, i64::checked_add)
+            .and_then(|sum| u64::try_from(sum).ok())
+            .ok_or(UnpricedReason::InvalidTokens)
     }
 }
 
 /// The exact list cost of `t` at `p`: integer arithmetic in 10^-12 units (see
-/// [`crate::catalog::PriceTicks`]), one `Decimal` at the end.
-pub fn cost_at(p: &Prices, t: &Tokens) -> Decimal {
+/// [`crate::catalog::PriceTicks`]), one `Decimal` at the end. `InvalidTokens` unless
+/// [`Tokens::is_valid`]; `CostOverflow` when the cost does not fit.
+pub fn cost_at(p: &Prices, t: &Tokens) -> Result<Decimal, UnpricedReason> {
+    if !t.is_valid() {
+        return Err(UnpricedReason::InvalidTokens);
+    }
     let k = &p.ticks;
+    // Valid, so reasoning <= output: the difference is in 0..=output.
     let (plain_output, reasoning) = match k.reasoning {
-        Some(r) => (t.output - t.reasoning, t.reasoning as i128 * r),
-        None => (t.output, 0),
+        Some(r) => (t.output - t.reasoning, (t.reasoning, r)),
+        None => (t.output, (0, 0)),
     };
-    let total = t.input as i128 * k.input
-        + t.cached_input as i128 * k.cached_input
-        + t.cache_write_5m as i128 * k.cache_write_5m
-        + t.cache_write_1h as i128 * k.cache_write_1h
-        + plain_output as i128 * k.output
-        + reasoning
-        + k.per_request;
-    // Beyond 96 bits only for absurd token counts; the Decimal path then says so by saturating.
-    Decimal::try_from_i128_with_scale(total, COST_SCALE).unwrap_or(Decimal::MAX)
+    // Each count is below 2^40; for any price under 2^84 ticks (about 1.9 * 10^19 per million
+    // tokens) each product is below 2^124 and the sum of the seven terms below 2^127, so
+    // none of these checks fails for a real catalog. They exist because the catalog does not
+    // bound prices, and a wrapped cost would be a wrong bill.
+    let total = [
+        (t.input, k.input),
+        (t.cached_input, k.cached_input),
+        (t.cache_write_5m, k.cache_write_5m),
+        (t.cache_write_1h, k.cache_write_1h),
+        (plain_output, k.output),
+        reasoning,
+    ]
+    .into_iter()
+    .try_fold(k.per_request, |sum, (count, ticks)| {
+        sum.checked_add(i128::from(count).checked_mul(ticks)?)
+    })
+    .ok_or(UnpricedReason::CostOverflow)?;
+    // A `Decimal` holds 96 bits: up to about 7.9 * 10^16 in 10^-12 units.
+    Decimal::try_from_i128_with_scale(total, COST_SCALE).map_err(|_| UnpricedReason::CostOverflow)
 }
 
 /// Prices `event`.
@@ -171,7 +230,13 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
                         model.currency.clone(),
                     );
                 };
-                let (prices, tier) = period.prices_for(tokens.prompt());
+                let prompt = match tokens.prompt() {
+                    Ok(prompt) => prompt,
+                    Err(reason) => {
+                        return unpriced(reason, Some(model.key.clone()), model.currency.clone())
+                    }
+                };
+                let (prices, tier) = period.prices_for(prompt);
                 (
                     cost_at(prices, &tokens),
                     model.currency.clone(),
@@ -180,22 +245,45 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
                 )
             }
         };
+    let list_cost = match list_cost {
+        Ok(cost) => cost,
+        Err(reason) => return unpriced(reason, Some(model.key.clone()), currency),
+    };
     let adjustment_percent = terms
         .and_then(|t| t.adjustment(event.department.as_deref(), at))
         .unwrap_or_default();
     let cost = if adjustment_percent.is_zero() {
         list_cost.normalize()
     } else {
-        round(shift_scale(
-            list_cost * (Decimal::ONE_HUNDRED + adjustment_percent),
-            2,
-        ))
+        // Checked: an adjustment is a catalog number, as unbounded as a price.
+        match Decimal::ONE_HUNDRED
+            .checked_add(adjustment_percent)
+            .and_then(|factor| list_cost.checked_mul(factor))
+        {
+            Some(adjusted) => round(shift_scale(adjusted, 2)),
+            None => {
+                return unpriced(
+                    UnpricedReason::CostOverflow,
+                    Some(model.key.clone()),
+                    currency,
+                )
+            }
+        }
     };
     let (billing_cost, exchange_rate) = if currency == billing_currency {
         (cost, Decimal::ONE)
     } else {
         match catalog.rate(&currency, &billing_currency, at) {
-            Some(r) => (convert(cost, r.rate), r.rate),
+            Some(r) => match convert(cost, r.rate) {
+                Some(converted) => (converted, r.rate),
+                None => {
+                    return unpriced(
+                        UnpricedReason::CostOverflow,
+                        Some(model.key.clone()),
+                        currency,
+                    )
+                }
+            },
             None => {
                 return PricedCost {
                     cost,
@@ -223,5 +311,132 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
         contract,
         adjustment_percent,
         unpriced: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::PriceTicks;
+
+    /// Per-million prices as 10^-6 units, per-request in 10^-12 units.
+    fn prices(input: i128, output: i128, reasoning: Option<i128>) -> Prices {
+        // `cost_at` reads only the ticks; the Decimals are for show, and saturate.
+        let d = |ticks: i128| Decimal::try_from_i128_with_scale(ticks, 6).unwrap_or(Decimal::MAX);
+        Prices {
+            input: d(input),
+            output: d(output),
+            cached_input: d(input / 10),
+            cache_write_5m: d(input),
+            cache_write_1h: d(input * 2),
+            reasoning: reasoning.map(d),
+            per_request: Decimal::ZERO,
+            ticks: PriceTicks {
+                input,
+                output,
+                cached_input: input / 10,
+                cache_write_5m: input,
+                cache_write_1h: input * 2,
+                reasoning,
+                per_request: 0,
+            },
+        }
+    }
+
+    fn tokens(input: i64, cached_input: i64, output: i64) -> Tokens {
+        Tokens {
+            input,
+            cached_input,
+            output,
+            ..Tokens::default()
+        }
+    }
+
+    #[test]
+    fn prompt_sums_never_wrap() {
+        assert_eq!(tokens(1_000, 200, 5).prompt(), Ok(1_200));
+        let all = Tokens {
+            input: MAX_TOKENS_PER_FIELD,
+            cached_input: MAX_TOKENS_PER_FIELD,
+            cache_write_5m: MAX_TOKENS_PER_FIELD,
+            cache_write_1h: MAX_TOKENS_PER_FIELD,
+            output: MAX_TOKENS_PER_FIELD,
+            reasoning: MAX_TOKENS_PER_FIELD,
+        };
+        assert_eq!(all.prompt(), Ok(4 * MAX_TOKENS_PER_FIELD as u64));
+        for t in [
+            tokens(1 << 62, 1 << 62, 0),
+            tokens(i64::MAX, 0, 0),
+            tokens(i64::MAX, i64::MAX, 0),
+            tokens(-1, 0, 0),
+            tokens(i64::MIN, i64::MAX, 0),
+            tokens(MAX_TOKENS_PER_FIELD + 1, 0, 0),
+        ] {
+            assert_eq!(t.prompt(), Err(UnpricedReason::InvalidTokens), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn cost_at_checks_every_operation() {
+        // $2.50 / $10 per M.
+        let p = prices(2_500_000, 10_000_000, None);
+        assert_eq!(
+            cost_at(&p, &tokens(1_000_000, 0, 1_000_000)),
+            Ok(Decimal::new(125, 1))
+        );
+        for t in [
+            tokens(1 << 62, 1 << 62, 0),
+            tokens(i64::MAX, 0, 0),
+            tokens(0, 0, i64::MAX),
+            tokens(0, -5, 0),
+        ] {
+            assert_eq!(cost_at(&p, &t), Err(UnpricedReason::InvalidTokens), "{t:?}");
+        }
+        let mut reasoning_over_output = tokens(0, 0, 10);
+        reasoning_over_output.reasoning = 11;
+        assert_eq!(
+            cost_at(&prices(1, 1, Some(1)), &reasoning_over_output),
+            Err(UnpricedReason::InvalidTokens)
+        );
+        // Every count at the bound, at a realistic price: exact.
+        // 10^12 tokens at $2.50/M = 2.5M; cached at 0.25, 5m at 2.5, 1h at 5, output at 10.
+        let max = MAX_TOKENS_PER_FIELD;
+        let all = Tokens {
+            input: max,
+            cached_input: max,
+            cache_write_5m: max,
+            cache_write_1h: max,
+            output: max,
+            reasoning: max,
+        };
+        assert_eq!(
+            cost_at(&p, &all),
+            Ok(Decimal::from(
+                2_500_000 + 250_000 + 2_500_000 + 5_000_000 + 10_000_000
+            ))
+        );
+        // Absurd prices: the i128 product, then the i128 sum, then the Decimal overflow.
+        for ticks in [i128::MAX / 2, i128::MAX / 3_000_000_000_000, 1 << 60] {
+            assert_eq!(
+                cost_at(&prices(ticks, ticks, Some(ticks)), &all),
+                Err(UnpricedReason::CostOverflow),
+                "{ticks}"
+            );
+        }
+    }
+
+    #[test]
+    fn conversion_overflow_is_none() {
+        assert_eq!(
+            convert(Decimal::new(125, 2), Decimal::new(8, 1)),
+            Some(Decimal::ONE)
+        );
+        assert_eq!(convert(Decimal::MAX, Decimal::TWO), None);
+    }
+
+    #[test]
+    fn new_reasons_have_stable_codes() {
+        assert_eq!(UnpricedReason::InvalidTokens.as_str(), "invalid_tokens");
+        assert_eq!(UnpricedReason::CostOverflow.as_str(), "cost_overflow");
     }
 }

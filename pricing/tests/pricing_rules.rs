@@ -7,7 +7,7 @@ use rust_decimal_macros::dec;
 use uuid::Uuid;
 
 use costpipe_pricing::{convert, price_event, Catalog, CatalogError, UnpricedReason};
-use costpipe_schemas::UsageEvent;
+use costpipe_schemas::{UsageEvent, MAX_TOKENS_PER_FIELD};
 
 const SMALL: &str = include_str!("../testdata/small.toml");
 
@@ -175,6 +175,69 @@ fn tier_boundaries_are_exact() {
     assert_eq!(at(200_001).tier_above, Some(200_000));
 }
 
+/// The outside client's event: `input_tokens = cached_input_tokens = 2^62`, each fine on its
+/// own. Their sum overflowed `Tokens::prompt` (a panic in debug builds, the base tier
+/// instead of the long-context one in release builds); now such events are unpriced.
+#[test]
+fn huge_token_counts_are_unpriced_never_wrapped() {
+    let c = catalog();
+    let at = |input: i64, cached: i64, output: i64| {
+        let mut e = with(
+            event("t", "claude-sonnet-4-5", "2026-11-01T00:00:00Z"),
+            input,
+            cached,
+            0,
+            0,
+            output,
+        );
+        e.reasoning_tokens = 0;
+        price_event(&c, &e)
+    };
+    for (input, cached, output) in [
+        (1 << 62, 1 << 62, 0),
+        (i64::MAX, 0, 0),
+        (0, i64::MAX, 0),
+        (0, 0, i64::MAX),
+        (i64::MAX, i64::MAX, i64::MAX),
+        (MAX_TOKENS_PER_FIELD + 1, 0, 0),
+        (-1, 0, 0),
+        (i64::MIN, i64::MAX, 0),
+    ] {
+        let p = at(input, cached, output);
+        assert_eq!(
+            p.unpriced,
+            Some(UnpricedReason::InvalidTokens),
+            "{input} {cached} {output}"
+        );
+        assert_eq!(
+            (p.cost, p.billing_cost, p.tier_above),
+            (Decimal::ZERO, Decimal::ZERO, None)
+        );
+        assert_eq!(p.price_model.as_deref(), Some("claude-sonnet-4-5"));
+    }
+    // At the bound everything is priced exactly, in the long-context tier:
+    // 10^12 * 6 + 10^12 * 0.60 + 10^12 * 22.50 per M = 6,000,000 + 600,000 + 22,500,000.
+    let p = at(
+        MAX_TOKENS_PER_FIELD,
+        MAX_TOKENS_PER_FIELD,
+        MAX_TOKENS_PER_FIELD,
+    );
+    assert_eq!(p.unpriced, None);
+    assert_eq!(p.tier_above, Some(200_000));
+    assert_eq!(p.cost, dec!(29_100_000));
+}
+
+#[test]
+fn reasoning_beyond_output_is_not_priced_negative() {
+    let c = catalog();
+    let mut e = with(event("t", "o3", "2026-11-01T00:00:00Z"), 100, 0, 0, 0, 10);
+    e.reasoning_tokens = 1_000;
+    assert_eq!(
+        price_event(&c, &e).unpriced,
+        Some(UnpricedReason::InvalidTokens)
+    );
+}
+
 #[test]
 fn tenant_terms_and_currencies() {
     let c = catalog();
@@ -323,7 +386,7 @@ proptest! {
         // 1 EUR = 1.25 USD and 1 USD = 0.8 EUR are exact inverses; each conversion rounds
         // half-even to 12 places, so a round trip is off by at most 0.5e-12 * 1.25 + 0.5e-12.
         let x = Decimal::new(mantissa, scale);
-        let back = convert(convert(x, dec!(0.8)), dec!(1.25));
+        let back = convert(convert(x, dec!(0.8)).unwrap(), dec!(1.25)).unwrap();
         prop_assert!((back - x).abs() <= dec!(0.000000000001125));
     }
 

@@ -42,6 +42,34 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "006_corrections_to_minute",
         sql: include_str!("../clickhouse/006_corrections_to_minute.sql"),
     },
+    Migration {
+        name: "007_usage_events_epoch",
+        sql: include_str!("../clickhouse/007_usage_events_epoch.sql"),
+    },
+    Migration {
+        name: "008_ingest_epochs_done",
+        sql: include_str!("../clickhouse/008_ingest_epochs_done.sql"),
+    },
+    Migration {
+        name: "009_events_to_epochs_done",
+        sql: include_str!("../clickhouse/009_events_to_epochs_done.sql"),
+    },
+    Migration {
+        name: "010_events_to_minute",
+        sql: include_str!("../clickhouse/010_events_to_minute.sql"),
+    },
+    Migration {
+        name: "011_window_minute",
+        sql: include_str!("../clickhouse/011_window_minute.sql"),
+    },
+    Migration {
+        name: "012_events_to_window_minute",
+        sql: include_str!("../clickhouse/012_events_to_window_minute.sql"),
+    },
+    Migration {
+        name: "013_ingest_positions_generation",
+        sql: include_str!("../clickhouse/013_ingest_positions_generation.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

@@ -1,6 +1,13 @@
 //! Typed encode/decode of framed records. Schemas are resolved once, when the codec is built,
 //! never per record.
+//!
+//! Decoding is bounded (see [`crate::bounds`]): a body is never handed to apache-avro before
+//! the pre-scan has checked every length and count in it, and usage events written with the
+//! v1 or v2 field list skip apache-avro altogether through the direct reader
+//! (`usage_read.rs`). Whatever the bytes, `decode` returns an event or a
+//! [`DecodeError`]; it does not panic and does not allocate more than the limits allow.
 
+use std::any::{Any, TypeId};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -11,6 +18,7 @@ use crate::control_event::BudgetControl;
 use crate::error::{DecodeError, EncodeError};
 use crate::registry::{RegisteredSchema, SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID, USAGE_V2_ID};
 use crate::usage_event::UsageEvent;
+use crate::usage_read::{layout_of, read_usage, UsageLayout};
 use crate::wire;
 
 /// Encodes `T` with one writer schema and decodes any registered schema of the same subject
@@ -21,6 +29,12 @@ pub struct Codec<T> {
     registry: Arc<SchemaRegistry>,
     /// The writer schema is usage event v2, which `usage_wire` writes directly.
     direct_usage_v2: bool,
+    /// The direct reader's layout of the writer schema, which is also the reader schema when
+    /// decoding; `None` when it is not a usage schema.
+    reader_layout: Option<UsageLayout>,
+    /// Ids of the registered schemas of the writer's record name that the direct reader can
+    /// read, with their layouts; a few entries, so a scan beats a hash.
+    direct_layouts: Vec<(u32, UsageLayout)>,
     _type: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -59,10 +73,22 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
     pub fn try_for_id(id: u32) -> Option<Self> {
         let registry = Arc::new(SchemaRegistry::builtin().clone());
         let writer = registry.get(id)?.clone();
+        // v2 first: it is what current emitters write. Only schemas of the writer's record
+        // name, so that an id found here needs no subject check.
+        let direct_layouts = [USAGE_V2_ID, USAGE_V1_ID]
+            .into_iter()
+            .filter_map(|id| {
+                let schema = &registry.get(id)?.schema;
+                let same_kind = schema.name() == writer.schema.name();
+                Some((id, layout_of(schema).filter(|_| same_kind)?))
+            })
+            .collect();
         Some(Codec {
+            reader_layout: layout_of(&writer.schema),
             writer,
             registry,
             direct_usage_v2: id == USAGE_V2_ID,
+            direct_layouts,
             _type: std::marker::PhantomData,
         })
     }
@@ -104,6 +130,10 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
                 expected: self.writer.subject.clone(),
             });
         }
+        self.direct_layouts.retain(|&(known, _)| known != id);
+        if let Some(layout) = layout_of(&schema) {
+            self.direct_layouts.push((id, layout));
+        }
         Arc::make_mut(&mut self.registry).insert(RegisteredSchema {
             id,
             subject: subject.to_string(),
@@ -123,6 +153,10 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         };
         Arc::make_mut(&mut self.registry).insert(registered);
         self.writer = self.registry.get(id).expect("just inserted").clone();
+        self.direct_layouts.retain(|&(known, _)| known != id);
+        if let Some(layout) = self.reader_layout {
+            self.direct_layouts.push((id, layout));
+        }
         self
     }
 
@@ -158,8 +192,11 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         Ok(out)
     }
 
-    /// Decodes a framed record written with any schema of this codec's subject.
-    pub fn decode(&self, record: &[u8]) -> Result<T, DecodeError> {
+    /// The writer schema of `record` and its Avro body, refusing other record types.
+    fn writer_of<'r>(
+        &self,
+        record: &'r [u8],
+    ) -> Result<(&Arc<RegisteredSchema>, &'r [u8]), DecodeError> {
         let (id, body) = wire::split(record)?;
         let writer = self
             .registry
@@ -173,6 +210,55 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
                 expected: self.writer.subject.clone(),
             });
         }
+        Ok((writer, body))
+    }
+
+    /// Decodes a framed record written with any schema of this codec's subject. Usage events
+    /// written with the v1 or v2 field list take the direct reader, everything else the
+    /// pre-scan and apache-avro; both give the same value for the same bytes.
+    pub fn decode(&self, record: &[u8]) -> Result<T, DecodeError>
+    where
+        T: 'static,
+    {
+        if let Some(reader) = self.reader_layout {
+            if TypeId::of::<T>() == TypeId::of::<UsageEvent>() {
+                let (id, body) = wire::split(record)?;
+                // Every id listed is of this subject's record (see `direct_layouts`), so the
+                // registry lookup and the subject check are skipped.
+                if let Some(&(_, layout)) =
+                    self.direct_layouts.iter().find(|(known, _)| *known == id)
+                {
+                    let mut slot = Some(read_usage(body, layout, reader)?);
+                    // `T` is `UsageEvent` (checked above), so this succeeds; it moves the
+                    // event out without boxing it.
+                    if let Some(event) = (&mut slot as &mut dyn Any)
+                        .downcast_mut::<Option<T>>()
+                        .and_then(Option::take)
+                    {
+                        return Ok(event);
+                    }
+                }
+            }
+        }
+        let (writer, body) = self.writer_of(record)?;
+        self.decode_body_with_apache_avro(writer, body)
+    }
+
+    /// Decodes a framed record through apache-avro, after the pre-scan: the reference the
+    /// direct reader is tested against, and the path of every other schema.
+    pub fn decode_with_apache_avro(&self, record: &[u8]) -> Result<T, DecodeError> {
+        let (writer, body) = self.writer_of(record)?;
+        self.decode_body_with_apache_avro(writer, body)
+    }
+
+    fn decode_body_with_apache_avro(
+        &self,
+        writer: &RegisteredSchema,
+        body: &[u8],
+    ) -> Result<T, DecodeError> {
+        // apache-avro reserves memory from counts it reads; the pre-scan has checked them all
+        // against the bytes and the decode limits first.
+        crate::bounds::prescan(&writer.schema, body)?;
         let reader_schema = (writer.id != self.writer.id).then_some(&self.writer.schema);
         let mut cursor = Cursor::new(body);
         let value = from_avro_datum(&writer.schema, &mut cursor, reader_schema)
@@ -327,6 +413,47 @@ mod tests {
             "wrong_subject"
         );
         assert!(reader.learn(4713, "x-value", 1, v1_text).is_ok());
+    }
+
+    #[test]
+    fn both_decode_paths_resolve_versions_alike() {
+        let mut e = sample();
+        e.cache_write_1h_tokens = Some(4000);
+        let v2_bytes = UsageCodec::current().encode(&e).unwrap();
+        let v1_bytes = UsageCodec::usage_v1().encode(&e).unwrap();
+        for reader in [UsageCodec::current(), UsageCodec::usage_v1()] {
+            for bytes in [&v2_bytes, &v1_bytes] {
+                let direct = reader.decode(bytes).unwrap();
+                assert_eq!(direct, reader.decode_with_apache_avro(bytes).unwrap());
+                let keeps_1h = reader.schema_id() == USAGE_V2_ID && bytes[4] == USAGE_V2_ID as u8;
+                assert_eq!(direct.cache_write_1h_tokens, keeps_1h.then_some(4000));
+            }
+        }
+    }
+
+    #[test]
+    fn other_shapes_from_a_registry_decode_through_the_prescan() {
+        // v2 plus a trailing field: not the direct reader's layout.
+        let v3 = SchemaRegistry::source(USAGE_V2_ID).unwrap().replacen(
+            r#""default": {}}"#,
+            r#""default": {}}, {"name": "region", "type": "string", "default": ""}"#,
+            1,
+        );
+        let mut reader = UsageCodec::current();
+        reader.learn(4800, "t-value", 3, &v3).unwrap();
+        let event = sample();
+        let mut bytes = Vec::new();
+        crate::usage_wire::write_usage_v2(&event, 4800, &mut bytes);
+        bytes.extend_from_slice(&[4, b'e', b'u']);
+        assert_eq!(reader.decode(&bytes).unwrap(), event);
+        // A string length beyond the limit, in the new field: refused before apache-avro.
+        let len = bytes.len();
+        bytes.truncate(len - 3);
+        bytes.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04]);
+        assert_eq!(
+            reader.decode(&bytes).unwrap_err().code(),
+            "avro_bounds_exceeded"
+        );
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub enum DecodeError {
     /// Bytes were left over after the Avro datum.
     #[error("{extra} trailing bytes after the Avro datum")]
     TrailingBytes { extra: usize },
+    /// A length, count or nesting depth in the body is over a documented decode limit (see
+    /// [`crate::bounds`]); refused before anything is allocated for it.
+    #[error("{what} claims {claimed}, over the decode limit of {limit}")]
+    BoundsExceeded {
+        /// What claimed too much, e.g. `labels`, `tenant_id`, `nesting depth`.
+        what: &'static str,
+        claimed: u64,
+        limit: u64,
+    },
 }
 
 impl DecodeError {
@@ -40,6 +49,7 @@ impl DecodeError {
             DecodeError::WrongSubject { .. } => "wrong_subject",
             DecodeError::Avro(_) => "undecodable_avro",
             DecodeError::TrailingBytes { .. } => "trailing_bytes",
+            DecodeError::BoundsExceeded { .. } => "avro_bounds_exceeded",
         }
     }
 }

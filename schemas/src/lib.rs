@@ -2,8 +2,12 @@
 //! budget control event, their Rust types, the Confluent wire format, the compiled-in schema
 //! registry, the validation rules for a usage event, and the ClickHouse DDL.
 //!
+//! Decoding takes untrusted bytes: it is bounded ([`bounds`]), returns a [`DecodeError`] with
+//! a stable code for anything it cannot read, and never panics.
+//!
 //! This crate does no I/O and depends on no other costpipe crate.
 
+pub mod bounds;
 pub mod clickhouse_ddl;
 pub mod codec;
 pub mod control_event;
@@ -11,6 +15,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod registry;
 pub mod usage_event;
+mod usage_read;
 pub mod usage_wire;
 pub mod validate;
 pub mod wire;
@@ -20,4 +25,4 @@ pub use control_event::{BudgetControl, BudgetLevel};
 pub use error::{DecodeError, EncodeError};
 pub use registry::{SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID, USAGE_V2_ID};
 pub use usage_event::UsageEvent;
-pub use validate::{RejectCode, ValidationError, ValidationLimits};
+pub use validate::{RejectCode, ValidationError, ValidationLimits, MAX_TOKENS_PER_FIELD};

@@ -1,9 +1,27 @@
 //! The rules a usage event must meet before it is priced, shared by the emitter, HTTP ingest
 //! and the aggregator so that every path rejects the same events with the same code.
+//!
+//! **Token counts are bounded**: each of the six token fields must lie in
+//! `0..=`[`MAX_TOKENS_PER_FIELD`] (10^12), else `negative_tokens` or `tokens_too_large`.
+//! The bound is a constant, not a [`ValidationLimits`] field, because arithmetic downstream
+//! relies on it:
+//! - 10^12 < 2^40, so the sum of one event's six fields is below 6 * 10^12 < 2^43: no sum of
+//!   an event's tokens can overflow an `i64` (or a `u64`), and a million such events still sum
+//!   below 2^63;
+//! - pricing multiplies each count by a price in 10^-12 units, in `i128`: for any price under
+//!   2^84 units (about 1.9 * 10^19 per million tokens) each product is below 2^124, so the
+//!   seven terms of a cost sum below 2^127 (pricing still checks every operation, because
+//!   catalog prices are not bounded).
+//!
+//! No real call comes near it: the largest context windows are around 10^7 tokens, and 10^12
+//! tokens at the cheapest list prices would cost tens of thousands of dollars in one call.
 
 use thiserror::Error;
 
 use crate::usage_event::UsageEvent;
+
+/// Largest accepted value of each token field (see the module documentation for why 10^12).
+pub const MAX_TOKENS_PER_FIELD: i64 = 1_000_000_000_000;
 
 /// Machine-readable rejection codes. Stable: clients and dashboards match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,6 +36,8 @@ pub enum RejectCode {
     TooManyLabels,
     LabelTooLong,
     EventTimeOutOfRange,
+    /// A token field is above [`MAX_TOKENS_PER_FIELD`].
+    TokensTooLarge,
 }
 
 impl RejectCode {
@@ -34,6 +54,7 @@ impl RejectCode {
             RejectCode::TooManyLabels => "too_many_labels",
             RejectCode::LabelTooLong => "label_too_long",
             RejectCode::EventTimeOutOfRange => "event_time_out_of_range",
+            RejectCode::TokensTooLarge => "tokens_too_large",
         }
     }
 }
@@ -140,6 +161,12 @@ impl ValidationLimits {
                 return Err(reject(
                     RejectCode::NegativeTokens,
                     format!("{name} is {value}, must be >= 0"),
+                ));
+            }
+            if value > MAX_TOKENS_PER_FIELD {
+                return Err(reject(
+                    RejectCode::TokensTooLarge,
+                    format!("{name} is {value}, the limit is {MAX_TOKENS_PER_FIELD}"),
                 ));
             }
         }
@@ -266,5 +293,53 @@ mod tests {
             code_of(|e| e.event_time = NOW + DAY_MS + 1),
             Some(RejectCode::EventTimeOutOfRange)
         );
+        assert_eq!(
+            code_of(|e| e.input_tokens = MAX_TOKENS_PER_FIELD + 1),
+            Some(RejectCode::TokensTooLarge)
+        );
+    }
+
+    #[test]
+    fn token_counts_are_bounded() {
+        let huge = |set: fn(&mut UsageEvent, i64)| {
+            [1i64 << 62, i64::MAX, MAX_TOKENS_PER_FIELD + 1].map(|v| code_of(|e| set(e, v)))
+        };
+        let too_large = [Some(RejectCode::TokensTooLarge); 3];
+        assert_eq!(huge(|e, v| e.input_tokens = v), too_large);
+        assert_eq!(huge(|e, v| e.cached_input_tokens = v), too_large);
+        assert_eq!(huge(|e, v| e.cache_write_tokens = v), too_large);
+        assert_eq!(huge(|e, v| e.cache_write_1h_tokens = Some(v)), too_large);
+        assert_eq!(
+            huge(|e, v| {
+                e.output_tokens = v;
+                e.reasoning_tokens = v;
+            }),
+            too_large
+        );
+        // The outside client's event: each 2^62, so their sum wrapped in pricing.
+        assert_eq!(
+            code_of(|e| {
+                e.input_tokens = 1 << 62;
+                e.cached_input_tokens = 1 << 62;
+            }),
+            Some(RejectCode::TokensTooLarge)
+        );
+        // The bound itself is accepted, on every field at once.
+        assert_eq!(
+            code_of(|e| {
+                e.input_tokens = MAX_TOKENS_PER_FIELD;
+                e.output_tokens = MAX_TOKENS_PER_FIELD;
+                e.cached_input_tokens = MAX_TOKENS_PER_FIELD;
+                e.cache_write_tokens = MAX_TOKENS_PER_FIELD;
+                e.reasoning_tokens = MAX_TOKENS_PER_FIELD;
+                e.cache_write_1h_tokens = Some(MAX_TOKENS_PER_FIELD);
+            }),
+            None
+        );
+        assert_eq!(
+            code_of(|e| e.reasoning_tokens = i64::MIN),
+            Some(RejectCode::NegativeTokens)
+        );
+        assert_eq!(RejectCode::TokensTooLarge.as_str(), "tokens_too_large");
     }
 }

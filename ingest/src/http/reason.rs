@@ -34,12 +34,13 @@ pub enum Reason {
 }
 
 /// Every rule code of [`RejectCode`], in its declaration order.
-pub const RULES: [RejectCode; 10] = [
+pub const RULES: [RejectCode; 11] = [
     RejectCode::EmptyTenant,
     RejectCode::EmptyProvider,
     RejectCode::EmptyModel,
     RejectCode::NilEventId,
     RejectCode::NegativeTokens,
+    RejectCode::TokensTooLarge,
     RejectCode::ReasoningExceedsOutput,
     RejectCode::FieldTooLong,
     RejectCode::TooManyLabels,

@@ -185,6 +185,7 @@ mod tests {
                 with("event_id", json!(Uuid::nil().to_string())),
             ),
             ("negative_tokens", with("input_tokens", json!(-1))),
+            ("tokens_too_large", with("input_tokens", json!(i64::MAX))),
             (
                 "reasoning_exceeds_output",
                 with("reasoning_tokens", json!(11)),
@@ -205,7 +206,7 @@ mod tests {
         for code in Reason::all_event_codes() {
             assert!(covered.contains(&code), "no case for {code}");
         }
-        assert_eq!(RULES.len(), 10);
+        assert_eq!(RULES.len(), 11);
     }
 
     #[test]
