@@ -9,6 +9,8 @@ use clap::Parser;
 use rust_decimal::Decimal;
 
 use costpipe_aggregator_core::{BudgetPolicy, EpochPolicy};
+use costpipe_clickhouse::ClickHouseArgs;
+use costpipe_kafka::{KafkaArgs, DEFAULT_MAX_VALUE_BYTES};
 
 /// The aggregator's settings.
 #[derive(Debug, Clone, Parser)]
@@ -17,13 +19,9 @@ use costpipe_aggregator_core::{BudgetPolicy, EpochPolicy};
     about = "Prices usage events, rolls them up into ClickHouse and publishes budget levels"
 )]
 pub struct AggregatorConfig {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "COSTPIPE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092"
-    )]
-    pub brokers: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Usage events topic.
     #[arg(
         long,
@@ -45,6 +43,14 @@ pub struct AggregatorConfig {
         default_value = "costpipe.usage.dlq"
     )]
     pub dead_letter_topic: String,
+    /// Largest dead-letter value in bytes; a longer record is cut and flagged
+    /// `costpipe.truncated` (Kafka refuses records over about 1 MB).
+    #[arg(
+        long,
+        env = "COSTPIPE_DEAD_LETTER_MAX_BYTES",
+        default_value_t = DEFAULT_MAX_VALUE_BYTES
+    )]
+    pub dead_letter_max_bytes: usize,
     /// Consumer group id.
     #[arg(long, env = "COSTPIPE_GROUP_ID", default_value = "costpipe-aggregator")]
     pub group_id: String,
@@ -54,27 +60,9 @@ pub struct AggregatorConfig {
     /// Create missing topics at start-up with this many usage partitions (0: do not create).
     #[arg(long, env = "COSTPIPE_CREATE_TOPICS_PARTITIONS", default_value_t = 8)]
     pub create_topics_partitions: i32,
-    /// ClickHouse HTTP URL.
-    #[arg(
-        long,
-        env = "COSTPIPE_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:18123"
-    )]
-    pub clickhouse_url: String,
-    /// ClickHouse database (created by the migrations).
-    #[arg(long, env = "COSTPIPE_CLICKHOUSE_DATABASE", default_value = "costpipe")]
-    pub clickhouse_database: String,
-    /// ClickHouse user.
-    #[arg(long, env = "COSTPIPE_CLICKHOUSE_USER", default_value = "default")]
-    pub clickhouse_user: String,
-    /// ClickHouse password.
-    #[arg(
-        long,
-        env = "COSTPIPE_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub clickhouse_password: String,
+    /// ClickHouse connection.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
     /// Price catalog file (TOML); the shipped catalog when unset.
     #[arg(long, env = "COSTPIPE_CATALOG")]
     pub catalog: Option<std::path::PathBuf>,
@@ -111,9 +99,68 @@ pub struct AggregatorConfig {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_addr: std::net::SocketAddr,
+    /// Address other instances and clients reach this one at (the live view names it when a
+    /// tenant lives elsewhere); `http://<metrics addr>` when unset.
+    #[arg(long, env = "COSTPIPE_AGGREGATOR_ADVERTISED_URL")]
+    pub advertised_url: Option<String>,
+    /// How long counted event ids are remembered per partition to drop copies, in ms.
+    #[arg(
+        long,
+        env = "COSTPIPE_RECENT_IDS_HORIZON_MS",
+        default_value_t = 86_400_000
+    )]
+    pub recent_ids_horizon_ms: i64,
+    /// At most this many counted ids are remembered per partition (oldest go first).
+    #[arg(
+        long,
+        env = "COSTPIPE_RECENT_IDS_MAX_PER_PARTITION",
+        default_value_t = 5_000_000
+    )]
+    pub recent_ids_max_per_partition: usize,
+    /// How far a partition's watermark trails its newest event time, in ms.
+    #[arg(long, env = "COSTPIPE_ALLOWED_LATENESS_MS", default_value_t = 5_000)]
+    pub allowed_lateness_ms: i64,
+    /// After this long without events a partition's watermark follows the wall clock, in ms.
+    #[arg(long, env = "COSTPIPE_IDLE_PARTITION_MS", default_value_t = 10_000)]
+    pub idle_partition_ms: i64,
+    /// Time zone of calendar days and months (IANA name).
+    #[arg(long, env = "COSTPIPE_CALENDAR_ZONE", default_value = "UTC")]
+    pub calendar_zone: String,
+    /// Sealed epochs that may wait for the writer; when full, consumption pauses.
+    #[arg(long, env = "COSTPIPE_SINK_QUEUE_EPOCHS", default_value_t = 64)]
+    pub sink_queue_epochs: usize,
+    /// Longest backoff between retries of a failed ClickHouse or broker write, in ms.
+    #[arg(
+        long,
+        env = "COSTPIPE_CLICKHOUSE_MAX_BACKOFF_MS",
+        default_value_t = 5_000
+    )]
+    pub clickhouse_max_backoff_ms: u64,
 }
 
 impl AggregatorConfig {
+    /// Where this instance is reached.
+    pub fn advertised_url(&self) -> String {
+        self.advertised_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.metrics_addr))
+    }
+
+    /// Watermark settings (validated at start-up).
+    pub fn watermark_config(&self) -> costpipe_aggregator_core::WatermarkConfig {
+        costpipe_aggregator_core::WatermarkConfig {
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            idle_timeout_ms: self.idle_partition_ms,
+        }
+    }
+
+    /// The calendar zone.
+    pub fn zone(&self) -> anyhow::Result<costpipe_aggregator_core::processor::Tz> {
+        self.calendar_zone
+            .parse()
+            .map_err(|e| anyhow::anyhow!("calendar zone {:?}: {e}", self.calendar_zone))
+    }
+
     /// The epoch sealing policy.
     pub fn epoch_policy(&self) -> anyhow::Result<EpochPolicy> {
         anyhow::ensure!(self.epoch_max_records > 0, "epoch_max_records must be > 0");
@@ -159,6 +206,35 @@ pub fn parse_limits(text: &str) -> anyhow::Result<HashMap<String, Decimal>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_flags_keep_their_names() {
+        let c = AggregatorConfig::try_parse_from([
+            "costpipe-aggregator",
+            "--brokers",
+            "k:9092",
+            "--clickhouse-url",
+            "http://ch:8123",
+            "--clickhouse-database",
+            "db1",
+            "--clickhouse-user",
+            "u",
+            "--clickhouse-password",
+            "p",
+            "--clickhouse-timeout-ms",
+            "1234",
+            "--dead-letter-max-bytes",
+            "4096",
+        ])
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "k:9092");
+        assert_eq!(c.clickhouse.url, "http://ch:8123");
+        assert_eq!(c.clickhouse.database, "db1");
+        assert_eq!(c.clickhouse.user, "u");
+        assert_eq!(c.clickhouse.password, "p");
+        assert_eq!(c.clickhouse.timeout_ms, 1234);
+        assert_eq!(c.dead_letter_max_bytes, 4096);
+    }
 
     #[test]
     fn limits_parse_and_fail_clearly() {

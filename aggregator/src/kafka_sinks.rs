@@ -1,22 +1,27 @@
-//! Kafka outputs: dead letters (original bytes, reason in headers) and budget control
-//! records (Avro, keyed by scope, on the compacted control topic).
+//! Kafka outputs: dead letters (original bytes, reason in headers, through the shared
+//! `costpipe_kafka::DeadLetterProducer`, which caps their size) and budget control records
+//! (Avro, keyed by scope, on the compacted control topic).
 
 use std::time::Duration;
 
 use futures::future::try_join_all;
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use costpipe_aggregator_core::DeadLetter;
+use costpipe_kafka::dead_letters::{
+    DeadLetterOrigin, DeadLetterProducer, NewDeadLetter, SOURCE_AGGREGATOR,
+};
 use costpipe_schemas::{BudgetControl, ControlCodec};
-
-use costpipe_schemas::dead_letter as headers;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Idempotent producer shared by both outputs.
+/// How long a dead letter may wait for the broker's acknowledgement (librdkafka's default
+/// `delivery.timeout.ms`, which the aggregator always used).
+const DEAD_LETTER_DELIVERY_TIMEOUT_MS: u32 = 300_000;
+
+/// Idempotent producer of control records.
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -26,60 +31,47 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .create()?)
 }
 
-/// Forwards dead letters and waits until the broker has them all.
-pub async fn send_dead_letters(
-    producer: &FutureProducer,
+/// The dead-letter producer: values over `max_value_bytes` are cut and flagged.
+pub fn dead_letter_producer(
+    brokers: &str,
     topic: &str,
+    max_value_bytes: usize,
+) -> anyhow::Result<DeadLetterProducer> {
+    Ok(DeadLetterProducer::new(
+        brokers,
+        topic,
+        SOURCE_AGGREGATOR,
+        max_value_bytes,
+        DEAD_LETTER_DELIVERY_TIMEOUT_MS,
+    )?)
+}
+
+/// Forwards dead letters read from `source_topic` and waits until the broker has them all.
+pub async fn send_dead_letters(
+    producer: &DeadLetterProducer,
     source_topic: &str,
     letters: &[DeadLetter],
     now_ms: i64,
 ) -> anyhow::Result<()> {
-    let sends = letters.iter().map(|dl| {
-        let partition = dl.partition.to_string();
-        let offset = dl.offset.to_string();
-        let failed_at = now_ms.to_string();
-        let hdrs = OwnedHeaders::new()
-            .insert(Header {
-                key: headers::REASON_CODE,
-                value: Some(dl.reason_code),
-            })
-            .insert(Header {
-                key: headers::REASON,
-                value: Some(&dl.reason),
-            })
-            .insert(Header {
-                key: headers::SOURCE,
-                value: Some(headers::SOURCE_AGGREGATOR),
-            })
-            .insert(Header {
-                key: headers::SOURCE_TOPIC,
-                value: Some(source_topic),
-            })
-            .insert(Header {
-                key: headers::SOURCE_PARTITION,
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: headers::SOURCE_OFFSET,
-                value: Some(&offset),
-            })
-            .insert(Header {
-                key: headers::FAILED_AT,
-                value: Some(&failed_at),
-            });
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(&dl.payload[..])
-            .headers(hdrs);
-        if let Some(k) = &dl.key {
-            record = record.key(&k[..]);
-        }
-        let send = producer.send(record, Timeout::After(SEND_TIMEOUT));
-        async move {
-            send.await
-                .map_err(|(e, _)| anyhow::anyhow!("dead letter not delivered: {e}"))
-        }
-    });
-    try_join_all(sends).await?;
+    // Built before the await: a closure-backed iterator held across it makes the future's
+    // Send-ness higher-ranked, which tokio::spawn cannot prove.
+    let built: Vec<NewDeadLetter<'_>> = letters
+        .iter()
+        .map(|dl| NewDeadLetter {
+            payload: &dl.payload,
+            reason_code: dl.reason_code,
+            reason: &dl.reason,
+            key: dl.key.as_deref(),
+            origin: Some(DeadLetterOrigin {
+                topic: source_topic,
+                partition: dl.partition,
+                offset: dl.offset,
+            }),
+            failed_at_ms: now_ms,
+            ..NewDeadLetter::default()
+        })
+        .collect();
+    producer.send_all(built).await?;
     Ok(())
 }
 

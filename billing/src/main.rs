@@ -17,6 +17,8 @@ use axum::{Json, Router};
 use clap::Parser;
 use serde::Deserialize;
 
+use costpipe_clickhouse::{ClickHouseArgs, RetryPolicy};
+
 use crate::bill::{month_to_date, Month, MonthToDate};
 use crate::store::BillingStore;
 
@@ -30,27 +32,9 @@ struct BillingConfig {
     /// Listen address.
     #[arg(long, env = "COSTPIPE_BILLING_ADDR", default_value = "127.0.0.1:8088")]
     addr: SocketAddr,
-    /// ClickHouse HTTP URL.
-    #[arg(
-        long,
-        env = "COSTPIPE_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:18123"
-    )]
-    clickhouse_url: String,
-    /// ClickHouse database.
-    #[arg(long, env = "COSTPIPE_CLICKHOUSE_DATABASE", default_value = "costpipe")]
-    clickhouse_database: String,
-    /// ClickHouse user.
-    #[arg(long, env = "COSTPIPE_CLICKHOUSE_USER", default_value = "default")]
-    clickhouse_user: String,
-    /// ClickHouse password.
-    #[arg(
-        long,
-        env = "COSTPIPE_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    clickhouse_password: String,
+    /// ClickHouse connection.
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
 }
 
 /// An error answer: JSON with a machine-readable code.
@@ -139,6 +123,23 @@ async fn ready(State(store): State<BillingStore>) -> Result<&'static str, ApiErr
     Ok("ready")
 }
 
+/// Applies the ClickHouse migrations in the background, retrying while ClickHouse is not
+/// reachable, so billing answers (`/readyz` says whether ClickHouse does) whichever of
+/// billing and the aggregator starts first. A permanent failure (e.g. a user without DDL
+/// rights, the tables being the aggregator's to create) is logged, not fatal.
+fn spawn_migrations(client: clickhouse::Client, database: String) {
+    tokio::spawn(async move {
+        let applied = costpipe_clickhouse::retry(&RetryPolicy::default(), "migrations", || {
+            costpipe_clickhouse::migrate(&client, &database)
+        })
+        .await;
+        match applied {
+            Ok(()) => tracing::info!(database = %database, "ClickHouse migrations applied"),
+            Err(e) => tracing::warn!(error = %e, "ClickHouse migrations not applied"),
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -148,12 +149,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = BillingConfig::parse();
-    let store = BillingStore::new(
-        &config.clickhouse_url,
-        &config.clickhouse_database,
-        &config.clickhouse_user,
-        &config.clickhouse_password,
-    );
+    let client = config.clickhouse.client()?;
+    spawn_migrations(client.clone(), config.clickhouse.database.clone());
+    let store = BillingStore::new(client, config.clickhouse.timeout());
     let app = Router::new()
         .route(
             "/v1/tenants/{tenant}/costs/month-to-date",

@@ -2,6 +2,7 @@
 //! parsed into `Decimal`, so no float ever touches it.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clickhouse::{Client, Row};
@@ -49,6 +50,8 @@ struct TenantRow {
 #[derive(Clone)]
 pub struct BillingStore {
     client: Client,
+    /// Deadline of the readiness probe.
+    ping_timeout: Duration,
 }
 
 fn parse_money(s: &str) -> anyhow::Result<Decimal> {
@@ -56,24 +59,25 @@ fn parse_money(s: &str) -> anyhow::Result<Decimal> {
 }
 
 impl BillingStore {
-    /// A store reading `database` at `url`.
-    pub fn new(url: &str, database: &str, user: &str, password: &str) -> Self {
+    /// A store reading through `client` (bound to costpipe's database, with its timeouts:
+    /// `costpipe_clickhouse::ClickHouseArgs::client`); the readiness probe gives up after
+    /// `ping_timeout`.
+    pub fn new(client: Client, ping_timeout: Duration) -> Self {
         BillingStore {
-            client: Client::default()
-                .with_url(url)
-                .with_user(user)
-                .with_password(password)
-                .with_database(database),
+            client,
+            ping_timeout,
         }
     }
 
-    /// Whether ClickHouse answers.
+    /// Whether ClickHouse answers, within the ping timeout.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.client
-            .query("SELECT 1")
-            .execute()
-            .await
-            .context("ClickHouse is not reachable")
+        costpipe_clickhouse::with_timeout(
+            self.ping_timeout,
+            "ClickHouse ping",
+            self.client.query("SELECT 1").execute(),
+        )
+        .await
+        .context("ClickHouse is not reachable")
     }
 
     /// Bill lines of `tenant` for event times in `[start_s, end_s)` (UTC seconds).

@@ -1,22 +1,20 @@
-//! Dead letters: writing them (HTTP ingest), reading them back and deciding how each can be
-//! replayed (`costpipe-deadletters`).
+//! Dead letters: reading them back and deciding how each can be replayed
+//! (`costpipe-deadletters`). Writing them is `costpipe_kafka::dead_letters`'s
+//! [`DeadLetterProducer`], shared with the aggregator, re-exported here.
 //!
 //! A dead letter's value is the original bytes as received, its key the tenant (HTTP
 //! ingest) or the original key (aggregator), and its reason and origin travel in the
-//! headers named in [`costpipe_schemas::dead_letter`]. Kafka refuses records over its
-//! size limit (librdkafka `message.max.bytes` and the broker's default are about 1 MB), so
-//! a value longer than the producer's cap is cut to its first bytes and flagged with
-//! [`TRUNCATED`] and [`ORIGINAL_SIZE`]; a truncated letter can be listed, not replayed.
+//! headers named in [`costpipe_schemas::dead_letter`]. A value longer than the producer's
+//! cap is cut to its first bytes and flagged with [`TRUNCATED`] and [`ORIGINAL_SIZE`]; a
+//! truncated letter can be listed, not replayed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::util::Timeout;
 use uuid::Uuid;
 
 use costpipe_schemas::dead_letter as h;
@@ -24,148 +22,10 @@ use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
 
 use crate::http::verdict::{judge_body, Rules, Verdict};
 
-pub use costpipe_schemas::dead_letter::{
-    CONTENT_TYPE, ORIGINAL_SIZE, SOURCE_AGGREGATOR, SOURCE_HTTP_INGEST, TRUNCATED,
+pub use costpipe_kafka::dead_letters::{
+    DeadLetterOrigin, DeadLetterProducer, NewDeadLetter, CONTENT_TYPE, DEFAULT_MAX_VALUE_BYTES,
+    ORIGINAL_SHA256, ORIGINAL_SIZE, SOURCE_AGGREGATOR, SOURCE_HTTP_INGEST, TRUNCATED,
 };
-
-/// Default cap on a dead letter's value, well under Kafka's 1 MB default record limit.
-pub const DEFAULT_MAX_VALUE_BYTES: usize = 512 * 1024;
-
-/// One dead letter to write.
-#[derive(Debug, Clone)]
-pub struct NewDeadLetter<'a> {
-    /// The bytes as received.
-    pub payload: &'a [u8],
-    /// Total size of what was received, when `payload` is already only a prefix of it.
-    pub received_bytes: Option<usize>,
-    pub reason_code: &'a str,
-    pub reason: &'a str,
-    /// The authenticated tenant; also the record key.
-    pub tenant: Option<&'a str>,
-    /// The request's content type, for letters holding a whole body.
-    pub content_type: Option<&'a str>,
-    pub failed_at_ms: i64,
-}
-
-/// Produces dead letters.
-#[derive(Clone)]
-pub struct DeadLetterProducer {
-    producer: FutureProducer,
-    topic: String,
-    source: &'static str,
-    max_value_bytes: usize,
-}
-
-impl DeadLetterProducer {
-    /// An idempotent producer for `topic`; values are capped at `max_value_bytes`; a dead
-    /// letter not acknowledged within `delivery_timeout_ms` is reported lost.
-    pub fn new(
-        brokers: &str,
-        topic: impl Into<String>,
-        source: &'static str,
-        max_value_bytes: usize,
-        delivery_timeout_ms: u32,
-    ) -> anyhow::Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .set("delivery.timeout.ms", delivery_timeout_ms.to_string())
-            .create()?;
-        Ok(DeadLetterProducer {
-            producer,
-            topic: topic.into(),
-            source,
-            max_value_bytes,
-        })
-    }
-
-    /// The topic written to.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    /// The underlying producer (readiness checks use its metadata).
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
-    }
-
-    /// Sends one dead letter; the future resolves when the broker has it.
-    pub fn send(
-        &self,
-        letter: &NewDeadLetter<'_>,
-    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-        let received = letter.received_bytes.unwrap_or(letter.payload.len());
-        let cut = letter.payload.len().min(self.max_value_bytes);
-        let truncated = cut < received;
-        let failed_at = letter.failed_at_ms.to_string();
-        let original_size = received.to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: h::REASON_CODE,
-                value: Some(letter.reason_code),
-            })
-            .insert(Header {
-                key: h::REASON,
-                value: Some(letter.reason),
-            })
-            .insert(Header {
-                key: h::SOURCE,
-                value: Some(self.source),
-            })
-            .insert(Header {
-                key: h::FAILED_AT,
-                value: Some(&failed_at),
-            });
-        if let Some(t) = letter.tenant {
-            headers = headers.insert(Header {
-                key: h::TENANT,
-                value: Some(t),
-            });
-        }
-        if let Some(ct) = letter.content_type {
-            headers = headers.insert(Header {
-                key: CONTENT_TYPE,
-                value: Some(ct),
-            });
-        }
-        if truncated {
-            headers = headers
-                .insert(Header {
-                    key: TRUNCATED,
-                    value: Some("true"),
-                })
-                .insert(Header {
-                    key: ORIGINAL_SIZE,
-                    value: Some(&original_size),
-                });
-        }
-        let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
-            .payload(&letter.payload[..cut])
-            .headers(headers);
-        if let Some(t) = letter.tenant {
-            record = record.key(t);
-        }
-        let sent = self.producer.send_result(record).map_err(|(e, _)| e);
-        async move {
-            match sent {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(anyhow::anyhow!("dead letter not delivered: {e}")),
-                    Err(_) => Err(anyhow::anyhow!("dead letter producer dropped")),
-                },
-                Err(e) => Err(anyhow::anyhow!("dead letter not queued: {e}")),
-            }
-        }
-    }
-
-    /// Waits for every dead letter in flight.
-    pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
-        Ok(self.producer.flush(Timeout::After(timeout))?)
-    }
-}
 
 /// A dead letter read back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

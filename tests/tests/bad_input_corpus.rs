@@ -26,8 +26,8 @@ use costpipe_e2e::*;
 use costpipe_ingest::http::auth::hash_key;
 use costpipe_ingest::http::verdict::{judge_body, Verdict};
 use costpipe_ingest::http::HttpIngestConfig;
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
 
 /// The tenant every corpus event claims, and its API key in the test.

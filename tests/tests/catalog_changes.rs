@@ -10,8 +10,8 @@ use rust_decimal_macros::dec;
 use uuid::Uuid;
 
 use costpipe_e2e::*;
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_pricing::Catalog;
 use costpipe_schemas::UsageEvent;
 

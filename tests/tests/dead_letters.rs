@@ -11,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
 use costpipe_e2e::*;
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::{UsageCodec, UsageEvent};
 
 fn valid_event(tenant: &str, i: i64) -> UsageEvent {

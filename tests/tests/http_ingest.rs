@@ -23,8 +23,8 @@ use uuid::Uuid;
 use costpipe_e2e::*;
 use costpipe_ingest::http::auth::hash_key;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::{UsageCodec, UsageEvent};
 
 const PARTITIONS: i32 = 4;

@@ -8,8 +8,8 @@ use rdkafka::message::Message;
 
 use costpipe_e2e::*;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::UsageEvent;
 
 async fn metric(port: u16, name: &str) -> Option<u64> {

@@ -11,8 +11,8 @@ use rust_decimal_macros::dec;
 
 use costpipe_e2e::*;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::{BudgetLevel, ControlCodec, UsageEvent};
 use rdkafka::message::Message;
 

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use costpipe_e2e::*;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::codec::Codec;
 use costpipe_schemas::{UsageCodec, UsageEvent, USAGE_V1_ID, USAGE_V2_ID};
 

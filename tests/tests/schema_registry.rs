@@ -10,8 +10,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use costpipe_e2e::*;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::UsageEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

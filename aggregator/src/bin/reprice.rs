@@ -11,8 +11,9 @@ use clap::Parser;
 use rust_decimal::Decimal;
 
 use costpipe_aggregator::clickhouse_reprice::{stored_events, write_corrections, Correction};
-use costpipe_aggregator::clickhouse_sink::ClickHouseStore;
+use costpipe_aggregator::clickhouse_store::ClickHouseStore;
 use costpipe_aggregator_core::reprice::corrections;
+use costpipe_clickhouse::{retry, ClickHouseArgs, RetryPolicy};
 use costpipe_pricing::{price_event, Catalog};
 
 /// Repricing settings.
@@ -37,27 +38,9 @@ struct RepriceConfig {
     /// Show what would change without writing.
     #[arg(long)]
     dry_run: bool,
-    /// ClickHouse HTTP URL.
-    #[arg(
-        long,
-        env = "COSTPIPE_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:18123"
-    )]
-    clickhouse_url: String,
-    /// ClickHouse database.
-    #[arg(long, env = "COSTPIPE_CLICKHOUSE_DATABASE", default_value = "costpipe")]
-    clickhouse_database: String,
-    /// ClickHouse user.
-    #[arg(long, env = "COSTPIPE_CLICKHOUSE_USER", default_value = "default")]
-    clickhouse_user: String,
-    /// ClickHouse password.
-    #[arg(
-        long,
-        env = "COSTPIPE_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    clickhouse_password: String,
+    /// ClickHouse connection.
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
 }
 
 fn month_bounds_ms(period: &str) -> anyhow::Result<(i64, i64)> {
@@ -93,13 +76,14 @@ async fn run(cfg: RepriceConfig) -> anyhow::Result<()> {
         None => Catalog::builtin(),
     };
     let (start, end) = month_bounds_ms(&cfg.period)?;
-    let store = ClickHouseStore::new(
-        &cfg.clickhouse_url,
-        &cfg.clickhouse_database,
-        &cfg.clickhouse_user,
-        &cfg.clickhouse_password,
-    )?;
-    store.migrate().await?;
+    let store = ClickHouseStore::new(&cfg.clickhouse)?;
+    // A few retries ride out a server that is restarting; a permanent error stops at once.
+    retry(
+        &RetryPolicy::default().with_max_retries(5),
+        "migrations",
+        || store.migrate(),
+    )
+    .await?;
     let events = stored_events(&store, &cfg.tenant, start, end).await?;
     let mut changes = Vec::new();
     let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();

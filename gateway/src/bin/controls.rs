@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use costpipe_gateway::{read_all, BudgetTable};
+use costpipe_kafka::KafkaArgs;
 
 /// Settings.
 #[derive(Debug, Parser)]
@@ -14,13 +15,9 @@ use costpipe_gateway::{read_all, BudgetTable};
     about = "Shows budget level changes from the control topic"
 )]
 struct ControlsConfig {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "COSTPIPE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092"
-    )]
-    brokers: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Control topic.
     #[arg(
         long,
@@ -35,7 +32,11 @@ struct ControlsConfig {
 
 fn main() -> anyhow::Result<()> {
     let cfg = ControlsConfig::parse();
-    let records = read_all(&cfg.brokers, &cfg.topic, Duration::from_millis(cfg.idle_ms))?;
+    let records = read_all(
+        &cfg.kafka.brokers,
+        &cfg.topic,
+        Duration::from_millis(cfg.idle_ms),
+    )?;
     let mut table = BudgetTable::default();
     println!(
         "Budget level changes on {} ({} records):",

@@ -28,8 +28,8 @@ use costpipe_ingest::http::server::serve;
 use costpipe_ingest::http::verdict::judge_body;
 use costpipe_ingest::http::{HttpIngestConfig, IngestHttp};
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
 
 #[derive(Debug, Parser)]
@@ -38,13 +38,9 @@ use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
     about = "Events/s of the raw producer, the emitter and HTTP ingest, in one run"
 )]
 struct BenchConfig {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "COSTPIPE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092"
-    )]
-    brokers: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Events per phase.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
@@ -218,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let topic = |p: &str| format!("bench_{id}.{p}");
     ensure_topics(
-        &cfg.brokers,
+        &cfg.kafka.brokers,
         &["raw", "emitter", "http", "direct", "dlq"].map(|p| TopicSpec {
             name: topic(p),
             partitions: if p == "dlq" { 1 } else { cfg.partitions },
@@ -338,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
     let warmup = cfg.events.min(5000);
 
     if phases.contains(&"raw") {
-        let producer = raw_producer(&cfg.brokers)?;
+        let producer = raw_producer(&cfg.kafka.brokers)?;
         let raw_topic = topic("raw");
         run_raw(&producer, &raw_topic, &records[..warmup]).await?;
         let mut runs = Vec::new();
@@ -349,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
         results.push(("raw rdkafka FutureProducer", median(runs)));
     }
     if phases.contains(&"emitter") {
-        let emitter = Emitter::new(EmitterConfig::new(&cfg.brokers, topic("emitter")))?;
+        let emitter = Emitter::new(EmitterConfig::new(&cfg.kafka.brokers, topic("emitter")))?;
         run_emitter(&emitter, &events[..warmup]).await?;
         let mut runs = Vec::new();
         for _ in 0..cfg.rounds {
@@ -359,8 +355,12 @@ async fn main() -> anyhow::Result<()> {
         results.push(("emitter (validate + encode + produce)", median(runs)));
     }
     if phases.contains(&"http") {
-        let http_config =
-            HttpIngestConfig::new(&cfg.brokers, topic("http"), topic("dlq"), keys.join(","));
+        let http_config = HttpIngestConfig::new(
+            &cfg.kafka.brokers,
+            topic("http"),
+            topic("dlq"),
+            keys.join(","),
+        );
         let service = IngestHttp::new(&http_config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/events", listener.local_addr()?);

@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 use costpipe_ingest::dead_letters::{plan_replay, read_dead_letters, DeadLetterRecord, ReplayPlan};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::KafkaArgs;
 use costpipe_schemas::ValidationLimits;
 
 #[derive(Debug, Parser)]
@@ -25,14 +26,9 @@ use costpipe_schemas::ValidationLimits;
     about = "Lists dead letters and replays them to the usage topic after a fix"
 )]
 struct Cli {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "COSTPIPE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092",
-        global = true
-    )]
-    brokers: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Dead-letter topic.
     #[arg(
         long,
@@ -145,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let (brokers, topic, idle) = (
-        cli.brokers.clone(),
+        cli.kafka.brokers.clone(),
         cli.dead_letter_topic.clone(),
         Duration::from_millis(cli.idle_ms),
     );
@@ -188,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
             let limits = ValidationLimits::default();
             let mut emitter = Emitter::new(EmitterConfig {
                 limits: limits.clone(),
-                ..EmitterConfig::new(&cli.brokers, &usage_topic)
+                ..EmitterConfig::new(&cli.kafka.brokers, &usage_topic)
             })?;
             if let Some(url) = &schema_registry_url {
                 emitter = emitter.use_schema_registry(url).await?;

@@ -8,8 +8,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::topics::{ensure_topics, TopicSpec};
 use costpipe_ingest::{Emitter, EmitterConfig};
+use costpipe_kafka::{ensure_topics, KafkaArgs, TopicSpec};
 
 /// Load generator settings.
 #[derive(Debug, Parser)]
@@ -18,13 +18,9 @@ use costpipe_ingest::{Emitter, EmitterConfig};
     about = "Produces a realistic usage event stream through the emitter"
 )]
 struct LoadgenConfig {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "COSTPIPE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092"
-    )]
-    brokers: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Usage events topic.
     #[arg(
         long,
@@ -56,7 +52,7 @@ struct LoadgenConfig {
 async fn main() -> anyhow::Result<()> {
     let cfg = LoadgenConfig::parse();
     ensure_topics(
-        &cfg.brokers,
+        &cfg.kafka.brokers,
         &[TopicSpec {
             name: cfg.topic.clone(),
             partitions: cfg.partitions,
@@ -78,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
             include_unpriced: !cfg.no_unpriced,
         },
     );
-    let emitter = Emitter::new(EmitterConfig::new(&cfg.brokers, &cfg.topic))?;
+    let emitter = Emitter::new(EmitterConfig::new(&cfg.kafka.brokers, &cfg.topic))?;
     let bar = ProgressBar::new(cfg.events).with_style(
         ProgressStyle::with_template(
             "{spinner} {msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use costpipe_kafka::KafkaArgs;
 use costpipe_schemas::ValidationLimits;
 
 use super::verdict::Rules;
@@ -21,13 +22,9 @@ pub struct HttpIngestConfig {
     /// Listen address.
     #[arg(long, env = "COSTPIPE_INGEST_ADDR", default_value = "127.0.0.1:8090")]
     pub addr: SocketAddr,
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "COSTPIPE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092"
-    )]
-    pub brokers: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Usage events topic.
     #[arg(
         long,
@@ -109,7 +106,7 @@ impl HttpIngestConfig {
         api_keys: impl Into<String>,
     ) -> Self {
         let mut c = HttpIngestConfig::parse_from(["costpipe-ingest-http"]);
-        c.brokers = brokers.into();
+        c.kafka = KafkaArgs::new(brokers);
         c.usage_topic = usage_topic.into();
         c.dead_letter_topic = dead_letter_topic.into();
         c.api_keys = api_keys.into();

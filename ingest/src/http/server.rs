@@ -52,7 +52,7 @@ impl IngestHttp {
         );
         anyhow::ensure!(config.max_batch_events > 0, "max_batch_events must be > 0");
         let rules = config.rules();
-        let mut emitter_config = EmitterConfig::new(&config.brokers, &config.usage_topic);
+        let mut emitter_config = EmitterConfig::new(&config.kafka.brokers, &config.usage_topic);
         emitter_config.limits = rules.limits.clone();
         emitter_config.delivery_timeout_ms = config.delivery_timeout_ms;
         emitter_config.linger_ms = config.linger_ms;
@@ -65,7 +65,7 @@ impl IngestHttp {
             );
         }
         let dead_letters = DeadLetterProducer::new(
-            &config.brokers,
+            &config.kafka.brokers,
             &config.dead_letter_topic,
             SOURCE_HTTP_INGEST,
             config.dead_letter_max_bytes,
@@ -102,7 +102,7 @@ impl IngestHttp {
     /// Waits for everything in flight (at shutdown).
     pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
         self.emitter.flush(timeout)?;
-        self.dead_letters.flush(timeout)
+        Ok(self.dead_letters.flush(timeout)?)
     }
 
     async fn ingest(&self, headers: &HeaderMap, body: Body) -> Response {
@@ -238,6 +238,7 @@ impl IngestHttp {
                     tenant: Some(tenant),
                     content_type: None,
                     failed_at_ms: now_ms,
+                    ..NewDeadLetter::default()
                 }),
             ));
             results.push(result(
@@ -321,6 +322,7 @@ impl IngestHttp {
                 tenant: Some(tenant),
                 content_type,
                 failed_at_ms: now_ms,
+                ..NewDeadLetter::default()
             })
             .await;
         match sent {
@@ -519,7 +521,7 @@ pub async fn openapi_json() -> Response {
 pub async fn prepare_topics(config: &HttpIngestConfig) -> anyhow::Result<()> {
     if config.create_topics_partitions > 0 {
         ensure_topics(
-            &config.brokers,
+            &config.kafka.brokers,
             &[
                 TopicSpec {
                     name: config.usage_topic.clone(),
