@@ -14,7 +14,7 @@ use uuid::Uuid;
 use costpipe_aggregator_core::reprice::Amount;
 use costpipe_schemas::UsageEvent;
 
-use crate::clickhouse_sink::{money_to_ticks, ClickHouseStore};
+use crate::clickhouse_store::{money_to_ticks, ClickHouseStore};
 
 /// Corrections table.
 pub const CORRECTIONS_TABLE: &str = "usage_cost_corrections";

@@ -1,10 +1,13 @@
 //! Kafka source: a consumer-group member on the usage topic whose partitions start where the
 //! ClickHouse checkpoint says, not where Kafka's committed offsets say.
 //!
-//! On assignment, the rebalance callback reads the latest epoch intent of each new partition,
-//! assigns the partition at that epoch's start (so the epoch is replayed) and queues the
-//! resume plan for the processor. Because the callback runs inside the consumer's poll, the
-//! plan is queued before any record of the partition can be returned.
+//! On assignment, the rebalance callback takes each new partition up: it claims a new
+//! generation, reads the checkpoint (after the claim, so that a zombie's intent stored before
+//! it is seen), restores the partition's recent event ids and window minutes, assigns the
+//! partition where the core's plan says, and queues all of it for the processor. Because the
+//! callback runs inside the consumer's poll, the state is queued before any record of the
+//! partition can be returned. While ClickHouse is unreachable the callback retries with
+//! backoff, so consumption waits instead of the process exiting.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,23 +20,42 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 
-use costpipe_aggregator_core::{plan_resume, ResumePlan, StartAt};
+use costpipe_aggregator_core::{next_generation, plan_resume, ResumePlan, StartAt};
 
-use crate::clickhouse_sink::ClickHouseStore;
+use crate::clickhouse_store::{ClickHouseStore, WindowMinute};
+
+/// A partition taken up, with the state its processor needs.
+#[derive(Debug)]
+pub struct TakenUp {
+    pub partition: i32,
+    pub plan: ResumePlan,
+    pub generation: u64,
+    pub recent_ids: Vec<(uuid::Uuid, costpipe_aggregator_core::Fingerprint, i64)>,
+    pub minutes: Vec<WindowMinute>,
+    pub restore_seconds: f64,
+}
 
 /// A change of this instance's partitions, for the processor.
 #[derive(Debug)]
 pub enum PartitionChange {
-    Assigned(i32, ResumePlan),
+    Assigned(Box<TakenUp>),
     Revoked(i32),
-    /// The checkpoint could not be read: the instance must stop rather than guess.
-    Failed(String),
+}
+
+/// How a partition's state is restored.
+#[derive(Debug, Clone)]
+pub struct RestoreSettings {
+    /// This instance's address, recorded with its claims (for the live view's redirects).
+    pub owner: String,
+    /// How far back counted event ids are restored, in milliseconds.
+    pub recent_ids_horizon_ms: i64,
 }
 
 /// The consumer's context: rebalance handling.
 pub struct SourceContext {
     topic: String,
     store: ClickHouseStore,
+    restore: RestoreSettings,
     runtime: Handle,
     changes: Mutex<Vec<PartitionChange>>,
     pending: AtomicBool,
@@ -58,13 +80,58 @@ impl SourceContext {
         self.pending.store(true, Ordering::Release);
     }
 
+    /// Takes `partition` up: claim, checkpoint, recent ids, window minutes.
+    async fn take_up(&self, partition: i32) -> anyhow::Result<TakenUp> {
+        let started = std::time::Instant::now();
+        let before = self.store.checkpoint(&self.topic, partition).await?;
+        let generation = next_generation(&before);
+        self.store
+            .claim(&self.topic, partition, generation, &self.restore.owner)
+            .await?;
+        let cp = self.store.checkpoint(&self.topic, partition).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let recent_ids = self
+            .store
+            .recent_ids(
+                &self.topic,
+                partition,
+                now.saturating_sub(self.restore.recent_ids_horizon_ms),
+            )
+            .await?;
+        let minutes = self
+            .store
+            .window_minutes(&self.topic, partition, restore_since(now))
+            .await?;
+        Ok(TakenUp {
+            partition,
+            plan: plan_resume(&cp),
+            generation,
+            recent_ids,
+            minutes,
+            restore_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Takes `partition` up, retrying with backoff until ClickHouse answers.
+    fn take_up_with_retry(&self, partition: i32) -> TakenUp {
+        let mut delay_ms = 100u64;
+        loop {
+            // The poll runs on a runtime worker; block_in_place lets it wait for ClickHouse
+            // without starving other tasks.
+            let result =
+                tokio::task::block_in_place(|| self.runtime.block_on(self.take_up(partition)));
+            match result {
+                Ok(t) => return t,
+                Err(e) => {
+                    tracing::warn!(partition, error = %format!("{e:#}"), retry_in_ms = delay_ms, "cannot take the partition up yet");
+                    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                    delay_ms = (delay_ms * 2).min(10_000);
+                }
+            }
+        }
+    }
+
     fn plan_assignment(&self, tpl: &mut TopicPartitionList) -> anyhow::Result<()> {
-        // The poll runs on a runtime worker; block_in_place lets it wait for ClickHouse
-        // without starving other tasks.
-        let intents = tokio::task::block_in_place(|| {
-            self.runtime
-                .block_on(self.store.latest_intents(&self.topic))
-        })?;
         let partitions: Vec<i32> = tpl
             .elements()
             .iter()
@@ -72,17 +139,44 @@ impl SourceContext {
             .map(|e| e.partition())
             .collect();
         for p in partitions {
-            let plan = plan_resume(intents.get(&p).copied());
-            let offset = match plan.start {
+            let taken = self.take_up_with_retry(p);
+            let offset = match taken.plan.start {
                 StartAt::Beginning => Offset::Beginning,
                 StartAt::Offset(o) => Offset::Offset(o),
             };
             tpl.set_partition_offset(&self.topic, p, offset)?;
-            tracing::info!(partition = p, ?plan, "partition assigned");
-            self.push(PartitionChange::Assigned(p, plan));
+            tracing::info!(
+                partition = p,
+                plan = ?taken.plan,
+                generation = taken.generation,
+                recent_ids = taken.recent_ids.len(),
+                window_minutes = taken.minutes.len(),
+                restore_seconds = taken.restore_seconds,
+                "partition taken up"
+            );
+            self.push(PartitionChange::Assigned(Box::new(taken)));
         }
         Ok(())
     }
+}
+
+/// Window minutes older than this cannot reach any window or calendar period kept: the
+/// previous month, whatever the zone (a day of margin for zones ahead of or behind UTC).
+fn restore_since(now_ms: i64) -> i64 {
+    use chrono::{Datelike, TimeZone};
+    let now = chrono::Utc
+        .timestamp_millis_opt(now_ms)
+        .single()
+        .unwrap_or_default();
+    let (y, m) = if now.month() == 1 {
+        (now.year() - 1, 12)
+    } else {
+        (now.year(), now.month() - 1)
+    };
+    chrono::Utc
+        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .map_or(0, |t| t.timestamp_millis() - 86_400_000)
 }
 
 impl ClientContext for SourceContext {}
@@ -97,11 +191,10 @@ impl ConsumerContext for SourceContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if let Err(e) = self.plan_assignment(tpl) {
-                    self.push(PartitionChange::Failed(format!("{e:#}")));
-                    return;
+                    tracing::error!(error = %format!("{e:#}"), "cannot set start offsets");
                 }
                 if let Err(e) = base_consumer.assign(tpl) {
-                    self.push(PartitionChange::Failed(format!("assign failed: {e}")));
+                    tracing::error!(error = %e, "assign failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -131,10 +224,12 @@ pub fn subscribe(
     topic: &str,
     session_timeout_ms: u32,
     store: ClickHouseStore,
+    restore: RestoreSettings,
 ) -> KafkaResult<Arc<UsageConsumer>> {
     let context = SourceContext {
         topic: topic.to_string(),
         store,
+        restore,
         runtime: Handle::current(),
         changes: Mutex::new(Vec::new()),
         pending: AtomicBool::new(false),
@@ -151,6 +246,9 @@ pub fn subscribe(
             (session_timeout_ms / 4).max(500).to_string(),
         )
         .set("partition.assignment.strategy", "range")
+        // A ClickHouse outage stops consumption (bounded buffering); stay in the group for
+        // a long one rather than rebalancing every five minutes.
+        .set("max.poll.interval.ms", "900000")
         // librdkafka's 1 s default stalls partitions whenever decoding lags fetching.
         .set("fetch.queue.backoff.ms", "10")
         .create_with_context(context)?;

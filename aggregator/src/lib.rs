@@ -1,13 +1,15 @@
 //! The aggregator service around the pure core (`costpipe-aggregator-core`): the Kafka
-//! source, the ClickHouse sink and position store, the dead-letter and control producers,
+//! source, the ClickHouse store (positions and rows), the epoch sink, the live view, the dead-letter and control producers,
 //! catalog reloading, metrics, and the run loop. Binaries: `costpipe-aggregator` and
 //! `costpipe-reprice`.
 
 pub mod catalog_reload;
 pub mod clickhouse_reprice;
-pub mod clickhouse_sink;
+pub mod clickhouse_store;
 pub mod config;
+pub mod epoch_sink;
 pub mod kafka_sinks;
 pub mod kafka_source;
+pub mod live;
 pub mod pipeline;
 pub mod telemetry;

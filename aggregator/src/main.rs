@@ -1,5 +1,6 @@
-//! costpipe-aggregator: prices usage events from Kafka, writes priced events and per-minute
-//! rollups to ClickHouse exactly once, and publishes budget levels to the control topic.
+//! costpipe-aggregator: prices usage events from Kafka, keeps sliding-window cost per tenant,
+//! department and model, writes priced events (and, through ClickHouse views, rollups)
+//! exactly once, publishes budget levels to the control topic, and serves the live view.
 
 use clap::Parser;
 
@@ -26,17 +27,27 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(config: AggregatorConfig) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    serve_metrics(config.metrics_addr, metrics.clone()).await?;
-    let pipeline = pipeline::Pipeline::start(config, metrics).await?;
+    let (live_tx, live_rx) = tokio::sync::mpsc::channel(64);
+    serve_metrics(config.metrics_addr, metrics.clone(), live_tx).await?;
+    let pipeline = pipeline::Pipeline::start(config, metrics, live_rx).await?;
     tracing::info!("aggregator running");
     pipeline.run(shutdown_signal()).await
 }
 
-async fn serve_metrics(addr: std::net::SocketAddr, metrics: Metrics) -> anyhow::Result<()> {
+/// Serves /metrics, /healthz and the live view.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: Metrics,
+    live: tokio::sync::mpsc::Sender<costpipe_aggregator::live::LiveRequest>,
+) -> anyhow::Result<()> {
     use axum::{routing::get, Router};
     let app = Router::new()
         .route("/metrics", get(move || async move { metrics.encode() }))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/v1/live/tenants/{tenant}",
+            get(costpipe_aggregator::live::live_tenant).with_state(live),
+        );
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;

@@ -1,12 +1,14 @@
-//! The aggregator's run loop: Kafka records in, epochs out to ClickHouse, dead letters and
-//! budget levels out to Kafka. All decisions are the core's; this file only moves data.
+//! The aggregator's run loop: Kafka records in, sealed epochs out to the epoch sink, budget
+//! levels out to the control topic, live views out to HTTP. All decisions are the core's; this
+//! file only moves data.
 //!
-//! Per epoch, in this order: dead letters delivered → intent written → events and rollups
-//! written under dedup tokens → Kafka offset committed (progress only) → budgets evaluated
-//! from ClickHouse and level changes published. A crash anywhere in between is repaired by
-//! replaying the partition's last intent on the next assignment.
+//! Records are decoded, priced, deduplicated and added to the windows by the core as they
+//! arrive. Sealed epochs go to the [`EpochSink`] task, which writes them (dead letters →
+//! intent → fenced rows → commit) while consumption goes on; its bounded queue is the
+//! backpressure during a ClickHouse outage. When an epoch is stored, its tenants' budgets
+//! are evaluated from the in-memory calendar totals and level changes published.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,23 +17,23 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 
-use costpipe_aggregator_core::dedup;
 use costpipe_aggregator_core::{
-    BudgetTracker, EpochIntent, Period, Processor, SealedEpoch, SourceRecord,
+    BudgetTracker, Disposition, EpochWrite, Period, Processor, RecentIds, RecentIdsPolicy,
+    RetryPolicy, SourceRecord,
 };
+use costpipe_kafka::{DeadLetterProducer, RegistryClient, TopicSpec};
 use costpipe_pricing::Catalog;
 use costpipe_schemas::{BudgetControl, ControlCodec, ValidationLimits};
 
-use std::collections::HashSet;
-
-use costpipe_ingest::schema_registry::RegistryClient;
-
 use crate::catalog_reload::{CatalogWatcher, ReloadOutcome};
-use crate::clickhouse_sink::ClickHouseStore;
+use crate::clickhouse_store::ClickHouseStore;
 use crate::config::AggregatorConfig;
+use crate::epoch_sink::{EpochSink, SinkReport};
 use crate::kafka_sinks;
-use crate::kafka_source::{self, PartitionChange, UsageConsumer};
+use crate::kafka_source::{self, PartitionChange, RestoreSettings, UsageConsumer};
+use crate::live::{LiveReply, LiveRequest};
 use crate::telemetry::{LevelLabel, Metrics, OutcomeLabel, ReasonLabel};
 
 fn now_ms() -> i64 {
@@ -44,25 +46,30 @@ pub struct Pipeline {
     store: ClickHouseStore,
     consumer: Arc<UsageConsumer>,
     producer: FutureProducer,
+    dead_letters: Option<DeadLetterProducer>,
     control_codec: ControlCodec,
     processor: Processor,
     budgets: BudgetTracker,
+    catalog: Arc<Catalog>,
     metrics: Metrics,
     catalog_watcher: Option<CatalogWatcher>,
     registry: Option<RegistryClient>,
     /// Ids the registry does not have: their records are dead-lettered without asking again.
     missing_schema_ids: HashSet<u32>,
+    /// Generation this instance claimed, per assigned partition.
+    generations: std::collections::BTreeMap<i32, u64>,
+    live: mpsc::Receiver<LiveRequest>,
+    owner: String,
 }
 
 impl Pipeline {
     /// Connects everything; fails with a clear message when a dependency is unusable.
-    pub async fn start(config: AggregatorConfig, metrics: Metrics) -> anyhow::Result<Pipeline> {
-        let store = ClickHouseStore::new(
-            &config.clickhouse_url,
-            &config.clickhouse_database,
-            &config.clickhouse_user,
-            &config.clickhouse_password,
-        )?;
+    pub async fn start(
+        config: AggregatorConfig,
+        metrics: Metrics,
+        live: mpsc::Receiver<LiveRequest>,
+    ) -> anyhow::Result<Pipeline> {
+        let store = ClickHouseStore::new(&config.clickhouse)?;
         migrate_with_retry(&store).await?;
         let catalog = match &config.catalog {
             Some(path) => Catalog::from_path(path)?,
@@ -74,30 +81,51 @@ impl Pipeline {
             "price catalog loaded"
         );
         if config.create_topics_partitions > 0 {
-            costpipe_ingest::topics::ensure_topics(&config.brokers, &pipeline_topics(&config))
+            costpipe_kafka::ensure_topics(&config.kafka.brokers, &pipeline_topics(&config))
                 .await
                 .context("creating topics")?;
         }
-        let producer = kafka_sinks::producer(&config.brokers)?;
+        let producer = kafka_sinks::producer(&config.kafka.brokers)?;
+        let dead_letters = kafka_sinks::dead_letter_producer(
+            &config.kafka.brokers,
+            &config.dead_letter_topic,
+            config.dead_letter_max_bytes,
+        )?;
         let consumer = kafka_source::subscribe(
-            &config.brokers,
+            &config.kafka.brokers,
             &config.group_id,
             &config.usage_topic,
             config.session_timeout_ms,
             store.clone(),
+            RestoreSettings {
+                owner: config.advertised_url(),
+                recent_ids_horizon_ms: config.recent_ids_horizon_ms,
+            },
         )?;
+        let catalog = Arc::new(catalog);
+        let watermarks = config.watermark_config();
+        watermarks
+            .validate(now_ms())
+            .context("watermark settings")?;
         let processor = Processor::new(
             config.usage_topic.clone(),
-            Arc::new(catalog),
+            catalog.clone(),
             ValidationLimits::default(),
             config.epoch_policy()?,
-        );
+        )
+        .with_recent_ids_policy(RecentIdsPolicy {
+            horizon_ms: config.recent_ids_horizon_ms,
+            max_ids: config.recent_ids_max_per_partition,
+        })
+        .with_watermarks(watermarks)
+        .with_zone(config.zone()?);
         let budgets = BudgetTracker::new(config.budget_policy()?);
         let catalog_watcher = config.catalog.clone().map(CatalogWatcher::new);
         let registry = config
             .schema_registry_url
             .as_deref()
             .map(RegistryClient::new);
+        let config_owner = config.advertised_url();
         Ok(Pipeline {
             catalog_watcher,
             registry,
@@ -106,25 +134,33 @@ impl Pipeline {
             store,
             consumer,
             producer,
+            dead_letters: Some(dead_letters),
             control_codec: ControlCodec::control_v1(),
             processor,
             budgets,
+            catalog,
             metrics,
+            generations: Default::default(),
+            owner: config_owner,
+            live,
         })
     }
 
-    /// Runs until `shutdown` resolves, then writes what is open and returns.
+    /// Runs until `shutdown` resolves, then writes what is open and returns. Dependency
+    /// failures never end it: the sink retries, and consumption waits for the sink.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        // Publish the current level of every budgeted tenant, so that a level decided before
-        // a crash but not yet published is not lost.
-        let period = Period::of_millis(now_ms());
-        self.evaluate_budgets(BTreeMap::from([(period, None)]))
-            .await?;
+        let dead_letters = self.dead_letters.take().context("the pipeline runs once")?;
+        let (sink, mut reports) = EpochSink::start(
+            self.store.clone(),
+            dead_letters,
+            self.config.sink_queue_epochs,
+        );
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
         let mut since_check = 0usize;
         let mut reload_tick = tokio::time::interval(Duration::from_millis(
             self.config.catalog_reload_interval_ms.max(100),
@@ -133,17 +169,25 @@ impl Pipeline {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = reload_tick.tick() => self.reload_catalog().await?,
+                _ = reload_tick.tick() => self.reload_catalog(&sink).await?,
+                _ = housekeeping.tick() => self.housekeeping(),
                 _ = tick.tick() => {
-                    self.apply_partition_changes()?;
-                    let due = self.processor.seal_due(now_ms());
-                    self.write(due).await?;
+                    self.apply_partition_changes().await;
+                    self.seal_and_send(&sink, false).await?;
                 }
+                Some(report) = reports.recv() => self.handle_report(report).await,
+                Some(request) = self.live.recv() => self.answer_live(request).await,
                 msg = consumer.recv() => {
-                    let msg = msg.context("consuming usage events")?;
-                    self.apply_partition_changes()?;
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error");
+                            continue;
+                        }
+                    };
+                    self.apply_partition_changes().await;
                     if let Some(payload) = msg.payload() {
-                        self.learn_schema_of(payload).await?;
+                        self.learn_schema_of(payload).await;
                     }
                     let rec = SourceRecord {
                         partition: msg.partition(),
@@ -151,35 +195,279 @@ impl Pipeline {
                         key: msg.key(),
                         payload: msg.payload(),
                     };
-                    self.processor.handle_record(rec, now_ms());
+                    let disposition = self.processor.handle_record(rec, now_ms());
+                    match disposition {
+                        Disposition::DeadLettered(code) => {
+                            self.metrics
+                                .dead_letters
+                                .get_or_create(&ReasonLabel { reason: code.to_string() })
+                                .inc();
+                        }
+                        Disposition::Duplicate => {
+                            self.metrics.events_duplicate.inc();
+                        }
+                        Disposition::Accepted | Disposition::Ignored => {}
+                    }
                     since_check += 1;
                     if since_check >= 1024 {
                         since_check = 0;
-                        let due = self.processor.seal_due(now_ms());
-                        self.write(due).await?;
+                        self.seal_and_send(&sink, false).await?;
                     }
                 }
             }
         }
         tracing::info!("shutting down: writing open epochs");
-        self.apply_partition_changes()?;
-        let open = self.processor.seal_all();
-        self.write(open).await?;
+        self.apply_partition_changes().await;
+        self.seal_and_send(&sink, true).await?;
+        drop(sink);
+        while let Some(report) = reports.recv().await {
+            self.handle_report(report).await;
+        }
         Ok(())
     }
 
+    /// Seals due (or, with `all`, every) epochs and queues them for the sink, waiting while
+    /// its queue is full.
+    async fn seal_and_send(&mut self, sink: &EpochSink, all: bool) -> anyhow::Result<()> {
+        let now = now_ms();
+        let sealed = if all {
+            self.processor.seal_all()
+        } else {
+            self.processor.seal_due(now)
+        };
+        for epoch in sealed {
+            let Some(&generation) = self.generations.get(&epoch.partition) else {
+                continue;
+            };
+            if epoch.replay {
+                self.metrics.epochs_replayed.inc();
+            }
+            let retry = RetryPolicy {
+                initial_backoff_ms: 100,
+                max_backoff_ms: self.config.clickhouse_max_backoff_ms,
+            };
+            sink.send(EpochWrite::new(epoch, generation, retry)).await?;
+        }
+        Ok(())
+    }
+
+    fn housekeeping(&mut self) {
+        let now = now_ms();
+        self.processor.evict_recent_ids(now);
+        self.processor.evict_windows(now);
+        let (keys, bytes) = self.processor.window_size();
+        self.metrics.window_keys.set(keys as i64);
+        self.metrics.window_bytes.set(bytes as i64);
+    }
+
+    async fn handle_report(&mut self, report: SinkReport) {
+        match report {
+            SinkReport::Complete {
+                epoch,
+                generation: _,
+                seconds,
+            } => {
+                self.metrics.epochs_written.inc();
+                self.metrics.flush_seconds_total.inc_by(seconds);
+                if !epoch.replay {
+                    self.metrics.events_priced.inc_by(epoch.events.len() as u64);
+                    self.metrics.events_unpriced.inc_by(
+                        epoch
+                            .events
+                            .iter()
+                            .filter(|e| e.priced.is_unpriced())
+                            .count() as u64,
+                    );
+                    self.metrics
+                        .events_late
+                        .inc_by(epoch.events.iter().filter(|e| e.late).count() as u64);
+                }
+                for dl in &epoch.dead_letters {
+                    tracing::warn!(partition = dl.partition, offset = dl.offset, reason_code = dl.reason_code, error = %dl.reason, "dead letter");
+                }
+                let mut commit = TopicPartitionList::new();
+                if commit
+                    .add_partition_offset(
+                        &self.config.usage_topic,
+                        epoch.partition,
+                        Offset::Offset(epoch.end_offset),
+                    )
+                    .is_ok()
+                {
+                    // Kafka's committed offsets only show progress; the checkpoint is in ClickHouse.
+                    if let Err(e) = self.consumer.commit(&commit, CommitMode::Async) {
+                        tracing::debug!(error = %e, "offset commit failed (progress display only)");
+                    }
+                }
+                let tenants: BTreeSet<String> = epoch
+                    .events
+                    .iter()
+                    .map(|e| e.event.tenant_id.clone())
+                    .collect();
+                self.evaluate_budgets(tenants).await;
+            }
+            SinkReport::Fenced {
+                partition,
+                generation,
+            } => {
+                tracing::warn!(
+                    partition,
+                    generation,
+                    "another instance claimed the partition; dropping it"
+                );
+                if self.generations.get(&partition) == Some(&generation) {
+                    self.generations.remove(&partition);
+                    self.processor.revoke(partition);
+                }
+            }
+            SinkReport::Retrying {
+                partition,
+                step,
+                error,
+            } => {
+                self.metrics.write_retries.inc();
+                tracing::warn!(partition, ?step, %error, "epoch write failed; retrying with backoff");
+            }
+        }
+    }
+
+    async fn apply_partition_changes(&mut self) {
+        let changes = self.consumer.context().take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let mut restored_tenants = BTreeSet::new();
+        for change in changes {
+            match change {
+                PartitionChange::Assigned(taken) => {
+                    let now = now_ms();
+                    let p = taken.partition;
+                    self.processor.assign_at(
+                        p,
+                        taken.plan,
+                        RecentIds::restored(taken.recent_ids),
+                        now,
+                    );
+                    for m in &taken.minutes {
+                        if let Err(e) = self.processor.restore_minute(
+                            p,
+                            &m.tenant_id,
+                            &m.department,
+                            &m.model,
+                            m.minute_s.saturating_mul(1000),
+                            &m.amounts(),
+                            now,
+                        ) {
+                            tracing::error!(partition = p, tenant = %m.tenant_id, error = %e, "window minute not restored");
+                        }
+                        restored_tenants.insert(m.tenant_id.clone());
+                    }
+                    self.generations.insert(p, taken.generation);
+                    self.metrics.restore_seconds.observe(taken.restore_seconds);
+                }
+                PartitionChange::Revoked(p) => {
+                    self.generations.remove(&p);
+                    self.processor.revoke(p);
+                }
+            }
+        }
+        self.metrics
+            .assigned_partitions
+            .set(self.processor.assigned().count() as i64);
+        // Publish the current level of restored tenants, so that a level decided before a
+        // crash but not yet published is not lost.
+        self.evaluate_budgets(restored_tenants).await;
+    }
+
+    /// Evaluates the budgets of `tenants` from the in-memory month-to-date totals and
+    /// publishes level changes. Tenants billed in another currency than the limits are not
+    /// evaluated (conversion comes with the budgets work).
+    async fn evaluate_budgets(&mut self, tenants: BTreeSet<String>) {
+        let now = now_ms();
+        let period = Period::of_millis(now);
+        let currency = self.budgets.policy().currency.clone();
+        let mut controls: Vec<BudgetControl> = Vec::new();
+        for tenant in tenants {
+            if self.budgets.policy().limit_of(&tenant).is_none()
+                || self.catalog.billing_currency(&tenant).as_ref() != currency.as_str()
+            {
+                continue;
+            }
+            let Some(spend) = self.processor.month_spend(&tenant, now) else {
+                continue;
+            };
+            controls.extend(self.budgets.evaluate(&tenant, period, spend, now));
+        }
+        if controls.is_empty() {
+            return;
+        }
+        if let Err(e) = kafka_sinks::publish_controls(
+            &self.producer,
+            &self.control_codec,
+            &self.config.control_topic,
+            &controls,
+        )
+        .await
+        {
+            // The tracker already moved on; forget the tenants so the next epoch republishes.
+            tracing::error!(error = %format!("{e:#}"), "budget controls not published; will retry");
+            for c in &controls {
+                self.budgets.forget(&c.tenant_id);
+            }
+            return;
+        }
+        for c in &controls {
+            tracing::info!(tenant = %c.tenant_id, period = %c.period, level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, "budget level published");
+            self.metrics
+                .control_events
+                .get_or_create(&LevelLabel {
+                    level: c.level.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    async fn answer_live(&mut self, request: LiveRequest) {
+        let now = now_ms();
+        let reply = match self.processor.live_view(&request.tenant, now) {
+            Some((watermark, rows)) => LiveReply::Held {
+                instance: self.owner.clone(),
+                watermark_ms: watermark,
+                rows,
+            },
+            None => LiveReply::NotHeld {
+                instance: self.owner.clone(),
+                owner: self
+                    .store
+                    .tenant_owner(&self.config.usage_topic, &request.tenant)
+                    .await
+                    .ok()
+                    .flatten(),
+            },
+        };
+        let _ = request.reply.send(reply);
+    }
+
     /// Fetches the schema of a record's id from the registry when it is not known yet.
-    async fn learn_schema_of(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+    async fn learn_schema_of(&mut self, payload: &[u8]) {
         let Some(registry) = &self.registry else {
-            return Ok(());
+            return;
         };
         let Ok((id, _)) = costpipe_schemas::wire::split(payload) else {
-            return Ok(());
+            return;
         };
         if self.processor.knows_schema(id) || self.missing_schema_ids.contains(&id) {
-            return Ok(());
+            return;
         }
-        match registry.schema(id).await? {
+        let answer = match registry.schema(id).await {
+            Ok(a) => a,
+            Err(e) => {
+                // Not cached: the next record with this id asks again.
+                tracing::warn!(schema_id = id, error = %e, "schema registry unreachable");
+                return;
+            }
+        };
+        match answer {
             Some(text) => match self
                 .processor
                 .learn_schema(id, &format!("registry:{id}"), &text)
@@ -195,12 +483,11 @@ impl Pipeline {
                 self.missing_schema_ids.insert(id);
             }
         }
-        Ok(())
     }
 
     /// Swaps in a changed, valid catalog. Open epochs are written first, so that each epoch
     /// is priced by one catalog version.
-    async fn reload_catalog(&mut self) -> anyhow::Result<()> {
+    async fn reload_catalog(&mut self, sink: &EpochSink) -> anyhow::Result<()> {
         let Some(watcher) = self.catalog_watcher.as_mut() else {
             return Ok(());
         };
@@ -216,14 +503,15 @@ impl Pipeline {
                     .inc();
             }
             ReloadOutcome::Loaded(catalog) => {
-                let open = self.processor.seal_all();
-                self.write(open).await?;
+                self.seal_and_send(sink, true).await?;
                 tracing::info!(
                     version = catalog.version(),
                     models = catalog.models().len(),
                     "price catalog reloaded"
                 );
-                self.processor.set_catalog(Arc::new(catalog));
+                let catalog = Arc::new(catalog);
+                self.catalog = catalog.clone();
+                self.processor.set_catalog(catalog);
                 self.metrics
                     .catalog_reloads
                     .get_or_create(&OutcomeLabel {
@@ -234,181 +522,10 @@ impl Pipeline {
         }
         Ok(())
     }
-
-    fn apply_partition_changes(&mut self) -> anyhow::Result<()> {
-        for change in self.consumer.context().take_changes() {
-            match change {
-                PartitionChange::Assigned(p, plan) => self.processor.assign(p, plan),
-                PartitionChange::Revoked(p) => self.processor.revoke(p),
-                PartitionChange::Failed(reason) => {
-                    anyhow::bail!("cannot take up partitions: {reason}")
-                }
-            }
-        }
-        self.metrics
-            .assigned_partitions
-            .set(self.processor.assigned().count() as i64);
-        Ok(())
-    }
-
-    async fn write(&mut self, epochs: Vec<SealedEpoch>) -> anyhow::Result<()> {
-        if epochs.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut touched: BTreeMap<Period, BTreeSet<String>> = BTreeMap::new();
-        for epoch in epochs {
-            let epoch = self.without_duplicates(epoch).await?;
-            self.write_epoch(&epoch).await?;
-            let end = ends.entry(epoch.partition).or_default();
-            *end = (*end).max(epoch.end_offset);
-            for (key, _) in &epoch.rollups {
-                touched
-                    .entry(Period::of_millis(key.minute * 1000))
-                    .or_default()
-                    .insert(key.tenant_id.clone());
-            }
-        }
-        let mut commit = TopicPartitionList::new();
-        for (partition, end) in ends {
-            commit.add_partition_offset(
-                &self.config.usage_topic,
-                partition,
-                Offset::Offset(end),
-            )?;
-        }
-        // Kafka's committed offsets only show progress; the checkpoint is in ClickHouse.
-        if let Err(e) = self.consumer.commit(&commit, CommitMode::Async) {
-            tracing::warn!(error = %e, "offset commit failed (progress display only)");
-        }
-        self.evaluate_budgets(touched.into_iter().map(|(p, t)| (p, Some(t))).collect())
-            .await?;
-        self.metrics
-            .flush_seconds_total
-            .inc_by(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// Drops events already counted (same id, same content); conflicts become dead letters.
-    async fn without_duplicates(&mut self, epoch: SealedEpoch) -> anyhow::Result<SealedEpoch> {
-        let Some(lookup) = dedup::lookup_for(&epoch) else {
-            return Ok(epoch);
-        };
-        let stored = self.store.stored_fingerprints(&lookup).await?;
-        let (epoch, report) = dedup::dedup(epoch, &stored);
-        if report.duplicates > 0 || report.conflicts > 0 {
-            tracing::info!(
-                partition = epoch.partition,
-                duplicates = report.duplicates,
-                conflicts = report.conflicts,
-                "duplicate event ids not counted again"
-            );
-            if !epoch.replay {
-                self.metrics.events_duplicate.inc_by(report.duplicates);
-            }
-        }
-        Ok(epoch)
-    }
-
-    async fn write_epoch(&mut self, epoch: &SealedEpoch) -> anyhow::Result<()> {
-        if !epoch.replay && !epoch.dead_letters.is_empty() {
-            kafka_sinks::send_dead_letters(
-                &self.producer,
-                &self.config.dead_letter_topic,
-                &epoch.topic,
-                &epoch.dead_letters,
-                now_ms(),
-            )
-            .await?;
-            for dl in &epoch.dead_letters {
-                tracing::warn!(partition = dl.partition, offset = dl.offset, reason_code = dl.reason_code, error = %dl.reason, "dead letter");
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&ReasonLabel {
-                        reason: dl.reason_code.to_string(),
-                    })
-                    .inc();
-            }
-        }
-        self.store.write_intent(&EpochIntent::of(epoch)).await?;
-        self.store.write_epoch(epoch).await?;
-        if epoch.replay {
-            self.metrics.epochs_replayed.inc();
-            tracing::info!(
-                partition = epoch.partition,
-                start = epoch.start_offset,
-                end = epoch.end_offset,
-                "checkpointed epoch replayed"
-            );
-        } else {
-            self.metrics.events_priced.inc_by(epoch.events.len() as u64);
-            self.metrics.events_unpriced.inc_by(
-                epoch
-                    .events
-                    .iter()
-                    .filter(|e| e.priced.is_unpriced())
-                    .count() as u64,
-            );
-        }
-        self.metrics.epochs_written.inc();
-        Ok(())
-    }
-
-    /// Evaluates budgets of the given periods (`None`: every tenant) from ClickHouse spend
-    /// and publishes level changes.
-    async fn evaluate_budgets(
-        &mut self,
-        periods: BTreeMap<Period, Option<BTreeSet<String>>>,
-    ) -> anyhow::Result<()> {
-        let currency = self.budgets.policy().currency.clone();
-        let mut controls: Vec<BudgetControl> = Vec::new();
-        for (period, tenants) in periods {
-            let tenants: Option<Vec<String>> = tenants.map(|t| {
-                t.into_iter()
-                    .filter(|t| self.budgets.policy().limit_of(t).is_some())
-                    .collect()
-            });
-            if tenants.as_ref().is_some_and(Vec::is_empty) {
-                continue;
-            }
-            let spend = self
-                .store
-                .period_spend(period, &currency, tenants.as_deref())
-                .await?;
-            let now = now_ms();
-            controls.extend(
-                spend
-                    .into_iter()
-                    .filter_map(|(tenant, s)| self.budgets.evaluate(&tenant, period, s, now)),
-            );
-        }
-        if controls.is_empty() {
-            return Ok(());
-        }
-        kafka_sinks::publish_controls(
-            &self.producer,
-            &self.control_codec,
-            &self.config.control_topic,
-            &controls,
-        )
-        .await?;
-        for c in &controls {
-            tracing::info!(tenant = %c.tenant_id, period = %c.period, level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, "budget level published");
-            self.metrics
-                .control_events
-                .get_or_create(&LevelLabel {
-                    level: c.level.to_string(),
-                })
-                .inc();
-        }
-        Ok(())
-    }
 }
 
 /// The topics the aggregator reads and writes.
-pub fn pipeline_topics(config: &AggregatorConfig) -> Vec<costpipe_ingest::topics::TopicSpec> {
-    use costpipe_ingest::topics::TopicSpec;
+pub fn pipeline_topics(config: &AggregatorConfig) -> Vec<TopicSpec> {
     vec![
         TopicSpec {
             name: config.usage_topic.clone(),
@@ -428,16 +545,18 @@ pub fn pipeline_topics(config: &AggregatorConfig) -> Vec<costpipe_ingest::topics
     ]
 }
 
+/// Applies the migrations, waiting for ClickHouse as long as it takes (with backoff).
 async fn migrate_with_retry(store: &ClickHouseStore) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delay = Duration::from_millis(200);
+    let started = Instant::now();
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(()),
-            Err(e) if Instant::now() < deadline => {
-                tracing::warn!(error = %format!("{e:#}"), "ClickHouse not ready, retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), waited_s = started.elapsed().as_secs(), "ClickHouse not ready, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
             }
-            Err(e) => return Err(e.context("applying ClickHouse migrations")),
         }
     }
 }

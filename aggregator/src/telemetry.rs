@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Label of a dead-letter counter.
@@ -40,6 +41,11 @@ pub struct Metrics {
     pub flush_seconds_total: Counter<f64, AtomicU64>,
     pub assigned_partitions: Gauge,
     pub catalog_reloads: Family<OutcomeLabel, Counter>,
+    pub events_late: Counter,
+    pub write_retries: Counter,
+    pub window_keys: Gauge,
+    pub window_bytes: Gauge,
+    pub restore_seconds: Histogram,
     pub registry: Arc<Registry>,
 }
 
@@ -58,8 +64,38 @@ impl Metrics {
             flush_seconds_total: Counter::default(),
             assigned_partitions: Gauge::default(),
             catalog_reloads: Family::default(),
+            events_late: Counter::default(),
+            write_retries: Counter::default(),
+            window_keys: Gauge::default(),
+            window_bytes: Gauge::default(),
+            restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             registry: Arc::new(Registry::default()),
         };
+        registry.register(
+            "events_late",
+            "Events older than their partition's watermark (counted; rolling windows that no longer cover them skip them)",
+            m.events_late.clone(),
+        );
+        registry.register(
+            "write_retries",
+            "Epoch write steps that failed and were retried with backoff",
+            m.write_retries.clone(),
+        );
+        registry.register(
+            "window_keys",
+            "Tenant x department x model keys held in the sliding windows",
+            m.window_keys.clone(),
+        );
+        registry.register(
+            "window_bytes",
+            "Approximate heap bytes of the sliding windows",
+            m.window_bytes.clone(),
+        );
+        registry.register(
+            "restore_seconds",
+            "Time to take a partition up (claim, checkpoint, recent ids, window minutes)",
+            m.restore_seconds.clone(),
+        );
         registry.register(
             "events_priced",
             "Usage events priced and written",

@@ -346,3 +346,100 @@ pub async fn wait_scalar(stack: &Stack, sql: &str, expected: u64) {
     )
     .await
 }
+
+/// A (tenant, department, model, minute) rollup key; the minute is UTC seconds.
+pub type MinuteKey = (String, String, String, i64);
+
+/// Expected events and cost (price currency) per rollup key, from [`expected_cost`].
+pub fn expected_by_minute(events: &[UsageEvent]) -> BTreeMap<MinuteKey, (u64, Decimal)> {
+    let mut out: BTreeMap<MinuteKey, (u64, Decimal)> = BTreeMap::new();
+    for e in events {
+        let key = (
+            e.tenant_id.clone(),
+            e.department.clone().unwrap_or_default(),
+            e.model.clone(),
+            e.event_time.div_euclid(60_000) * 60,
+        );
+        let v = out.entry(key).or_insert((0, Decimal::ZERO));
+        v.0 += 1;
+        v.1 += expected_cost(e);
+    }
+    out.retain(|_, v| v.0 > 0);
+    out
+}
+
+/// Events and cost per rollup key in the database's minute rollup, exact.
+pub async fn rollup_by_minute(
+    stack: &Stack,
+    database: &str,
+) -> BTreeMap<MinuteKey, (u64, Decimal)> {
+    let tsv = stack
+        .query(&format!(
+            "SELECT tenant_id, department, model, toInt64(toUnixTimestamp(minute)), sum(events), toString(sum(cost)) \
+             FROM {database}.usage_cost_minute GROUP BY tenant_id, department, model, minute FORMAT TSV"
+        ))
+        .await;
+    tsv.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 6, "six columns in {l:?}");
+            (
+                (
+                    f[0].to_string(),
+                    f[1].to_string(),
+                    f[2].to_string(),
+                    f[3].parse().expect("minute"),
+                ),
+                (
+                    f[4].parse().expect("events"),
+                    Decimal::from_str(f[5]).expect("decimal"),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the completion markers of `topic` in `database` reach `ends` (one past the
+/// last offset produced, per partition): after that the aggregator writes nothing more.
+pub async fn wait_complete(
+    stack: &Stack,
+    database: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
+    wait_for(
+        "every produced offset in a complete epoch",
+        timeout,
+        || async move {
+            let tsv = stack
+                .query(&format!(
+                    "SELECT partition, max(end_offset) FROM {database}.ingest_epochs_done \
+                 WHERE topic = '{topic}' GROUP BY partition FORMAT TSV"
+                ))
+                .await;
+            let done: BTreeMap<i32, i64> = tsv
+                .lines()
+                .filter_map(|l| {
+                    let (p, e) = l.split_once('\t')?;
+                    Some((p.parse().ok()?, e.parse().ok()?))
+                })
+                .collect();
+            ends.iter()
+                .all(|(p, end)| done.get(p).is_some_and(|d| d >= end))
+                .then_some(())
+        },
+    )
+    .await
+}
+
+/// The seed of a randomized test: `SEED` when set, else a fresh one. Printed either way.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{test}: seed {seed} (replay with SEED={seed})");
+    seed
+}

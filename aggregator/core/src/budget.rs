@@ -84,6 +84,13 @@ impl BudgetTracker {
     /// Evaluates `tenant`'s `spend` in `period` at `now_ms`. Returns the control record to
     /// publish when the level changed. Spend of a period older than the newest one seen for
     /// the tenant changes nothing: late events of last month do not block this month.
+    /// Forgets what was last published for `tenant`, so its next evaluation publishes again
+    /// (after a failed publish).
+    pub fn forget(&mut self, tenant: &str) {
+        self.known.remove(tenant);
+    }
+
+    /// The level of `tenant` at `spend` in `period`, as a control record when it changed.
     pub fn evaluate(
         &mut self,
         tenant: &str,

@@ -1,15 +1,13 @@
 //! Partition epochs: the unit of checkpointing. An epoch is a contiguous offset range of one
-//! partition, with everything derived from it (priced events, rollups, dead letters). It is
-//! written under insert deduplication tokens derived from its range, so writing it twice is
-//! the same as writing it once.
-
-use std::collections::BTreeMap;
+//! partition, with everything derived from it (priced events, dead letters). Its rows are
+//! written under an insert deduplication token derived from its range, so writing it twice
+//! is the same as writing it once. Rollups are not built here: the store derives them from
+//! the rows (materialized views), so rows and rollups can never disagree.
 
 use costpipe_pricing::PricedCost;
 use costpipe_schemas::UsageEvent;
 
 use crate::dead_letter::DeadLetter;
-use crate::rollup::{minute_of, RollupKey, RollupTotals};
 
 /// A usage event with its price, source position and the bytes it arrived as (kept so that
 /// a conflicting duplicate can be dead-lettered whole).
@@ -21,6 +19,8 @@ pub struct PricedEvent {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub raw: Vec<u8>,
+    /// Older than its partition's watermark when it arrived (counted all the same).
+    pub late: bool,
 }
 
 /// When an open epoch is sealed.
@@ -51,35 +51,6 @@ pub(crate) struct OpenEpoch {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// Sums `events` per rollup key.
-pub fn roll_up(events: &[PricedEvent]) -> Vec<(RollupKey, RollupTotals)> {
-    let mut rollups: BTreeMap<RollupKey, RollupTotals> = BTreeMap::new();
-    for priced in events {
-        let e = &priced.event;
-        let key = RollupKey {
-            tenant_id: e.tenant_id.clone(),
-            department: e.department.clone().unwrap_or_default(),
-            model: e.model.clone(),
-            currency: priced.priced.currency.to_string(),
-            billing_currency: priced.priced.billing_currency.to_string(),
-            minute: minute_of(e.event_time),
-        };
-        let t = rollups.entry(key).or_default();
-        t.events += 1;
-        t.unpriced_events += i64::from(priced.priced.is_unpriced());
-        // Tokens are validated non-negative before pricing, so these casts are lossless.
-        t.input_tokens += e.input_tokens as u64;
-        t.output_tokens += e.output_tokens as u64;
-        t.cached_input_tokens += e.cached_input_tokens as u64;
-        t.cache_write_tokens += e.cache_write_tokens as u64;
-        t.reasoning_tokens += e.reasoning_tokens as u64;
-        t.cache_write_1h_tokens += e.cache_write_1h_tokens.unwrap_or(0) as u64;
-        t.cost += priced.priced.cost;
-        t.billing_cost += priced.priced.billing_cost;
-    }
-    rollups.into_iter().collect()
-}
-
 impl OpenEpoch {
     pub fn new(start_offset: i64, opened_at_ms: i64) -> Self {
         OpenEpoch {
@@ -100,6 +71,11 @@ impl OpenEpoch {
         self.events.push(priced);
     }
 
+    /// A record that leaves no trace (a dropped duplicate) still belongs to the range.
+    pub fn add_skipped(&mut self, offset: i64) {
+        self.next_offset = offset + 1;
+    }
+
     pub fn add_dead_letter(&mut self, dl: DeadLetter) {
         self.next_offset = dl.offset + 1;
         self.dead_letters.push(dl);
@@ -118,7 +94,6 @@ impl OpenEpoch {
             start_offset: self.start_offset,
             end_offset: self.next_offset,
             catalog_version: catalog_version.to_string(),
-            rollups: roll_up(&self.events),
             events: self.events,
             dead_letters: self.dead_letters,
             replay,
@@ -137,7 +112,6 @@ pub struct SealedEpoch {
     pub end_offset: i64,
     pub catalog_version: String,
     pub events: Vec<PricedEvent>,
-    pub rollups: Vec<(RollupKey, RollupTotals)>,
     pub dead_letters: Vec<DeadLetter>,
     /// Rebuilt from a checkpoint after a restart: its dead letters were already forwarded.
     pub replay: bool,

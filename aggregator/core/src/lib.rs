@@ -9,17 +9,25 @@
 pub mod budget;
 pub mod checkpoint;
 pub mod dead_letter;
-pub mod dedup;
 pub mod epoch;
+pub mod epoch_writer;
 pub mod period;
 pub mod processor;
+pub mod recent_ids;
 pub mod reprice;
-pub mod rollup;
+pub mod stores;
+pub mod watermark;
+pub mod windows;
 
 pub use budget::{BudgetPolicy, BudgetTracker};
-pub use checkpoint::{plan_resume, EpochIntent, ResumePlan, StartAt};
+pub use checkpoint::{
+    next_generation, plan_resume, EpochDone, EpochIntent, PartitionCheckpoint, ResumePlan, StartAt,
+};
 pub use dead_letter::DeadLetter;
 pub use epoch::{EpochPolicy, PricedEvent, SealedEpoch};
+pub use epoch_writer::{EpochWrite, Progress, RetryPolicy, StepOutcome, WriteStep};
 pub use period::Period;
 pub use processor::{Disposition, Processor, ProcessorStats, SourceRecord};
-pub use rollup::{RollupKey, RollupTotals};
+pub use recent_ids::{Fingerprint, RecentIds, RecentIdsPolicy};
+pub use watermark::{Watermark, WatermarkConfig};
+pub use windows::{Amounts, SpendWindows, Window, WindowError, WindowKey, WindowKeyRef};

@@ -1,8 +1,9 @@
-//! `Processor`: decode → validate → price → roll up, per partition, into epochs.
+//! `Processor`: decode → validate → price → deduplicate, per partition, into epochs.
 //!
 //! Records of a partition that is not assigned, or that lie before the partition's next
 //! expected offset (prefetched before a seek, or redelivered), are ignored: the checkpoint,
-//! not the broker, decides what has been counted.
+//! not the broker, decides what has been counted. Duplicate event ids are decided here, in
+//! memory, from the partition's [`RecentIds`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -13,6 +14,13 @@ use costpipe_schemas::{UsageCodec, ValidationLimits};
 use crate::checkpoint::{ResumePlan, StartAt};
 use crate::dead_letter::DeadLetter;
 use crate::epoch::{EpochPolicy, OpenEpoch, PricedEvent, SealedEpoch};
+use crate::recent_ids::{Fingerprint, RecentIds, RecentIdsPolicy, Seen};
+use crate::watermark::{Watermark, WatermarkConfig};
+use crate::windows::{Amounts, LiveRow, SpendWindows, WindowKey, WindowKeyRef};
+
+/// Time zone of calendar windows (configurable per deployment; per-tenant zones come with
+/// budgets).
+pub use chrono_tz::Tz;
 
 /// One Kafka record, borrowed from the consumer.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +36,8 @@ pub struct SourceRecord<'a> {
 pub enum Disposition {
     /// Priced into the partition's open epoch.
     Accepted,
+    /// An exact copy of an event already counted: dropped.
+    Duplicate,
     /// Kept as a dead letter in the partition's open epoch.
     DeadLettered(&'static str),
     /// Not for us (unassigned partition) or already counted (offset before the expected one).
@@ -40,6 +50,8 @@ pub struct ProcessorStats {
     pub accepted: u64,
     pub unpriced: u64,
     pub ignored: u64,
+    /// Exact copies of counted events, dropped (replays of a rebuilt epoch included).
+    pub duplicates: u64,
     pub dead_letters: BTreeMap<&'static str, u64>,
 }
 
@@ -48,6 +60,10 @@ struct PartitionState {
     next_offset: Option<i64>,
     replay_until: Option<i64>,
     epoch: Option<OpenEpoch>,
+    recent: RecentIds,
+    watermark: Watermark,
+    /// Tenants seen on the partition: their windows leave with it.
+    tenants: std::collections::BTreeSet<String>,
 }
 
 /// The aggregator's sans-IO processing core.
@@ -58,6 +74,10 @@ pub struct Processor {
     codec: UsageCodec,
     limits: ValidationLimits,
     policy: EpochPolicy,
+    recent_policy: RecentIdsPolicy,
+    watermark_config: WatermarkConfig,
+    zone: Tz,
+    windows: SpendWindows<WindowKey>,
     partitions: BTreeMap<i32, PartitionState>,
     sealed: VecDeque<SealedEpoch>,
     stats: ProcessorStats,
@@ -77,6 +97,10 @@ impl Processor {
             codec: UsageCodec::current(),
             limits,
             policy,
+            recent_policy: RecentIdsPolicy::default(),
+            watermark_config: WatermarkConfig::default(),
+            zone: Tz::UTC,
+            windows: SpendWindows::new(),
             partitions: BTreeMap::new(),
             sealed: VecDeque::new(),
             stats: ProcessorStats::default(),
@@ -104,8 +128,34 @@ impl Processor {
         self.codec.learn(id, subject, 1, text)
     }
 
-    /// Starts taking records of `partition` according to `plan`.
-    pub fn assign(&mut self, partition: i32, plan: ResumePlan) {
+    /// Bounds the memory of counted ids (the default keeps 24 h, at most 5 M per partition).
+    pub fn with_recent_ids_policy(mut self, policy: RecentIdsPolicy) -> Self {
+        self.recent_policy = policy;
+        self
+    }
+
+    /// Watermark settings (checked by [`WatermarkConfig::validate`] at start-up).
+    pub fn with_watermarks(mut self, config: WatermarkConfig) -> Self {
+        self.watermark_config = config;
+        self
+    }
+
+    /// The zone of calendar days and months (UTC by default).
+    pub fn with_zone(mut self, zone: Tz) -> Self {
+        self.zone = zone;
+        self
+    }
+
+    /// Starts taking records of `partition` according to `plan`, with the ids the partition's
+    /// stored events already counted. Its windows are restored separately with
+    /// [`Processor::restore_minute`] before its first record.
+    pub fn assign(&mut self, partition: i32, plan: ResumePlan, recent: RecentIds) {
+        self.assign_at(partition, plan, recent, 0);
+    }
+
+    /// [`Processor::assign`] at wall-clock `now_ms` (where the idle timeout starts counting).
+    pub fn assign_at(&mut self, partition: i32, plan: ResumePlan, recent: RecentIds, now_ms: i64) {
+        let watermark = Watermark::new(self.watermark_config, now_ms);
         let next_offset = match plan.start {
             StartAt::Beginning => None,
             StartAt::Offset(o) => Some(o),
@@ -116,6 +166,9 @@ impl Processor {
                 next_offset,
                 replay_until: plan.replay_until,
                 epoch: None,
+                recent,
+                watermark,
+                tenants: Default::default(),
             },
         );
     }
@@ -123,8 +176,85 @@ impl Processor {
     /// Stops taking records of `partition` and drops its unsealed work: whoever owns the
     /// partition next rebuilds it from the checkpoint.
     pub fn revoke(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
+        if let Some(state) = self.partitions.remove(&partition) {
+            self.windows
+                .remove_where(|k| state.tenants.contains(k.tenant()));
+        }
         self.sealed.retain(|e| e.partition != partition);
+    }
+
+    /// Adds a minute rollup of `partition` read back from the store to the windows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_minute(
+        &mut self,
+        partition: i32,
+        tenant: &str,
+        department: &str,
+        model: &str,
+        minute_start_ms: i64,
+        amounts: &Amounts,
+        now_ms: i64,
+    ) -> Result<(), crate::windows::WindowError> {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return Ok(());
+        };
+        if !state.tenants.contains(tenant) {
+            state.tenants.insert(tenant.to_string());
+        }
+        let end = now_ms;
+        self.windows
+            .restore_minute(
+                &WindowKeyRef::new(tenant, department, model),
+                minute_start_ms,
+                amounts,
+                self.zone,
+                end,
+            )
+            .map(|_| ())
+    }
+
+    /// Whether this instance holds `tenant`'s windows (it was seen on an assigned partition).
+    pub fn holds_tenant(&self, tenant: &str) -> bool {
+        self.partitions.values().any(|p| p.tenants.contains(tenant))
+    }
+
+    /// The live view of `tenant`: every key's windows ending at its partition's watermark.
+    pub fn live_view(&self, tenant: &str, now_ms: i64) -> Option<(i64, Vec<LiveRow<WindowKey>>)> {
+        let state = self
+            .partitions
+            .values()
+            .find(|p| p.tenants.contains(tenant))?;
+        let watermark = state.watermark.peek(now_ms);
+        let rows = self.windows.live_view(tenant, watermark).ok()?;
+        Some((watermark, rows))
+    }
+
+    /// `tenant`'s spend in the calendar month containing `at_ms` (the zone's), summed over
+    /// its keys, in its billing currency.
+    pub fn month_spend(&self, tenant: &str, at_ms: i64) -> Option<rust_decimal::Decimal> {
+        let (year, month) = crate::windows::local_month(at_ms, self.zone).ok()?;
+        let mut total = Amounts::ZERO;
+        for key in self.windows.keys_of_tenant(tenant) {
+            total = total.checked_add(&self.windows.month(key, year, month))?;
+        }
+        total.cost_decimal().ok()
+    }
+
+    /// Drops window bins and keys no window covers any more, per partition watermark.
+    pub fn evict_windows(&mut self, now_ms: i64) {
+        let oldest = self
+            .partitions
+            .values()
+            .map(|p| p.watermark.peek(now_ms))
+            .min();
+        if let Some(w) = oldest {
+            self.windows.evict(w);
+        }
+    }
+
+    /// Keys held in windows, and their approximate heap bytes.
+    pub fn window_size(&self) -> (usize, usize) {
+        (self.windows.key_count(), self.windows.heap_bytes())
     }
 
     /// Partitions currently assigned.
@@ -175,12 +305,49 @@ impl Processor {
         let epoch = state
             .epoch
             .get_or_insert_with(|| OpenEpoch::new(start, now_ms));
+        let windows = &mut self.windows;
+        let zone = self.zone;
+        let outcome = outcome.and_then(|mut priced| {
+            let fp = Fingerprint::of(&priced.event);
+            match state.recent.observe(priced.event.event_id, fp, now_ms) {
+                Seen::Fresh => {}
+                Seen::Duplicate => return Ok(None),
+                Seen::Conflict => return Err(conflict(&priced)),
+            }
+            let e = &priced.event;
+            priced.late = state.watermark.is_late(e.event_time, now_ms);
+            let added = Amounts::from_decimal(priced.priced.billing_cost, tokens_of(e), 1)
+                .and_then(|amounts| {
+                    let key = WindowKeyRef::new(
+                        &e.tenant_id,
+                        e.department.as_deref().unwrap_or(""),
+                        &e.model,
+                    );
+                    let watermark = state.watermark.current(now_ms);
+                    windows.add(&key, e.event_time, &amounts, zone, watermark)
+                });
+            if let Err(err) = added {
+                // Not counted, so a later copy must not be taken for a duplicate of it.
+                state.recent.forget(&priced.event.event_id);
+                return Err(overflow(&priced, &err));
+            }
+            state.watermark.observe(e.event_time, now_ms);
+            if !state.tenants.contains(&e.tenant_id) {
+                state.tenants.insert(e.tenant_id.clone());
+            }
+            Ok(Some(priced))
+        });
         let disposition = match outcome {
-            Ok(priced) => {
+            Ok(Some(priced)) => {
                 self.stats.accepted += 1;
                 self.stats.unpriced += u64::from(priced.priced.is_unpriced());
                 epoch.add_event(priced);
                 Disposition::Accepted
+            }
+            Ok(None) => {
+                self.stats.duplicates += 1;
+                epoch.add_skipped(rec.offset);
+                Disposition::Duplicate
             }
             Err(dl) => {
                 let code = dl.reason_code;
@@ -255,7 +422,15 @@ impl Processor {
             offset: rec.offset,
             key: rec.key.map(<[u8]>::to_vec),
             raw: payload.to_vec(),
+            late: false,
         })
+    }
+
+    /// Forgets counted ids past the horizon; the shell calls it now and then.
+    pub fn evict_recent_ids(&mut self, now_ms: i64) {
+        for state in self.partitions.values_mut() {
+            state.recent.evict(&self.recent_policy, now_ms);
+        }
     }
 
     /// Seals every epoch that is full or old enough at `now_ms`, plus finished replays.
@@ -288,10 +463,51 @@ impl Processor {
     }
 }
 
+fn tokens_of(e: &costpipe_schemas::UsageEvent) -> [u64; 6] {
+    // Validated non-negative before pricing; `max(0)` keeps the cast total anyway.
+    [
+        e.input_tokens,
+        e.output_tokens,
+        e.cached_input_tokens,
+        e.cache_write_tokens,
+        e.reasoning_tokens,
+        e.cache_write_1h_tokens.unwrap_or(0),
+    ]
+    .map(|t| t.max(0) as u64)
+}
+
+fn overflow(p: &PricedEvent, err: &crate::windows::WindowError) -> DeadLetter {
+    DeadLetter {
+        partition: p.partition,
+        offset: p.offset,
+        key: p.key.clone(),
+        payload: p.raw.clone(),
+        reason_code: "sum_overflow",
+        reason: format!(
+            "event {} would overflow its running totals ({err}); it is not counted",
+            p.event.event_id
+        ),
+    }
+}
+
+fn conflict(p: &PricedEvent) -> DeadLetter {
+    DeadLetter {
+        partition: p.partition,
+        offset: p.offset,
+        key: p.key.clone(),
+        payload: p.raw.clone(),
+        reason_code: "duplicate_event_id_conflict",
+        reason: format!(
+            "event_id {} was already counted with different content; this copy is not counted",
+            p.event.event_id
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::plan_resume;
+    use crate::checkpoint::{plan_resume, EpochIntent, PartitionCheckpoint};
     use costpipe_schemas::UsageEvent;
     use rust_decimal_macros::dec;
     use uuid::Uuid;
@@ -308,6 +524,24 @@ mod tests {
                 max_age_ms: 1000,
             },
         )
+    }
+
+    /// The plan for a partition whose latest intent is `[start, end)`, complete or not.
+    fn resume_at(start: i64, end: i64, complete: bool) -> ResumePlan {
+        plan_resume(&PartitionCheckpoint {
+            latest_intent: Some(EpochIntent {
+                topic: "usage".into(),
+                partition: 0,
+                start_offset: start,
+                end_offset: end,
+                events: 1,
+                dead_letters: 0,
+                catalog_version: "v".into(),
+                generation: 1,
+            }),
+            done: if complete { vec![(start, end)] } else { vec![] },
+            generation: 1,
+        })
     }
 
     fn event_bytes(tenant: &str, input: i64) -> Vec<u8> {
@@ -333,7 +567,7 @@ mod tests {
             p.handle_record(rec(0, 0, &bytes), NOW),
             Disposition::Ignored
         );
-        p.assign(0, plan_resume(Some((5, 10))));
+        p.assign(0, resume_at(5, 10, false), RecentIds::new());
         assert_eq!(
             p.handle_record(rec(0, 4, &bytes), NOW),
             Disposition::Ignored
@@ -348,18 +582,21 @@ mod tests {
     #[test]
     fn epochs_seal_by_size_and_age_with_contiguous_ranges() {
         let mut p = processor();
-        p.assign(0, plan_resume(None));
-        let bytes = event_bytes("acme", 1_000_000);
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
         for offset in 0..4 {
+            let bytes = event_bytes("acme", 1_000_000);
             p.handle_record(rec(0, offset, &bytes), NOW);
         }
         let sealed = p.seal_due(NOW);
         assert_eq!(sealed.len(), 1);
         assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 4));
         assert_eq!(sealed[0].events.len(), 4);
-        assert_eq!(sealed[0].rollups.len(), 1);
-        assert_eq!(sealed[0].rollups[0].1.cost, dec!(10));
-        p.handle_record(rec(0, 4, &bytes), NOW);
+        assert_eq!(sealed[0].events[0].priced.cost, dec!(2.5));
+        p.handle_record(rec(0, 4, &event_bytes("acme", 1)), NOW);
         assert!(p.seal_due(NOW + 999).is_empty());
         let sealed = p.seal_due(NOW + 1000);
         assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (4, 5));
@@ -368,7 +605,7 @@ mod tests {
     #[test]
     fn replay_rebuilds_exactly_the_checkpointed_range() {
         let mut p = processor();
-        p.assign(0, plan_resume(Some((10, 12))));
+        p.assign(0, resume_at(10, 12, false), RecentIds::new());
         let bytes = event_bytes("acme", 1);
         p.handle_record(rec(0, 10, &bytes), NOW);
         assert!(p.is_replaying(0));
@@ -387,7 +624,7 @@ mod tests {
     #[test]
     fn replay_with_a_gap_at_its_end_seals_on_the_next_record() {
         let mut p = processor();
-        p.assign(0, plan_resume(Some((10, 13))));
+        p.assign(0, resume_at(10, 13, false), RecentIds::new());
         let bytes = event_bytes("acme", 1);
         p.handle_record(rec(0, 10, &bytes), NOW);
         p.handle_record(rec(0, 14, &bytes), NOW);
@@ -400,7 +637,11 @@ mod tests {
     #[test]
     fn bad_records_become_dead_letters_with_reasons() {
         let mut p = processor();
-        p.assign(0, plan_resume(None));
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
         assert_eq!(
             p.handle_record(rec(0, 0, b"garbage"), NOW),
             Disposition::DeadLettered("bad_magic_byte")
@@ -433,9 +674,46 @@ mod tests {
     }
 
     #[test]
+    fn copies_of_counted_ids_are_dropped_or_dead_lettered_in_memory() {
+        let mut p = processor();
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
+        let mut e = UsageEvent::new(Uuid::from_u128(7), NOW - 1000, "acme", "openai", "gpt-4o");
+        e.input_tokens = 10;
+        let codec = UsageCodec::usage_v2();
+        let original = codec.encode(&e).unwrap();
+        e.event_time -= 86_400_000;
+        let other_time = codec.encode(&e).unwrap();
+        assert_eq!(
+            p.handle_record(rec(0, 0, &original), NOW),
+            Disposition::Accepted
+        );
+        assert_eq!(
+            p.handle_record(rec(0, 1, &original), NOW),
+            Disposition::Duplicate
+        );
+        assert_eq!(
+            p.handle_record(rec(0, 2, &other_time), NOW),
+            Disposition::DeadLettered("duplicate_event_id_conflict")
+        );
+        let sealed = p.seal_all();
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 3));
+        assert_eq!(sealed[0].events.len(), 1);
+        assert_eq!(sealed[0].dead_letters[0].payload, other_time, "kept whole");
+        assert_eq!(p.stats().duplicates, 1);
+    }
+
+    #[test]
     fn revoke_drops_unsealed_work() {
         let mut p = processor();
-        p.assign(0, plan_resume(None));
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
         p.handle_record(rec(0, 0, &event_bytes("acme", 1)), NOW);
         p.revoke(0);
         assert!(p.seal_all().is_empty());

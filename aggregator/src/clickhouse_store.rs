@@ -1,0 +1,660 @@
+//! ClickHouse adapter of the exactly-once protocol: the position store (claims, intents,
+//! completion markers), the row store (priced events, from which materialized views derive
+//! rollups, per-partition window minutes and markers in the same insert) and the reads a
+//! partition's state is restored from. Every call has a timeout; callers retry.
+//!
+//! Rows here mirror `schemas/clickhouse/*.sql`. The decisions are the core's
+//! (`costpipe_aggregator_core::checkpoint`, `epoch_writer`); this file only moves data.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clickhouse::{Client, Row};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use costpipe_aggregator_core::recent_ids::FingerprintFields;
+use costpipe_aggregator_core::stores::Written;
+use costpipe_aggregator_core::windows::Amounts;
+use costpipe_aggregator_core::{
+    EpochDone, EpochIntent, Fingerprint, PartitionCheckpoint, SealedEpoch,
+};
+use costpipe_clickhouse::ClickHouseArgs;
+
+/// Scale of every `Decimal(38, 12)` money column.
+pub const MONEY_SCALE: u32 = 12;
+/// Events table.
+pub const EVENTS_TABLE: &str = "usage_events_priced";
+/// Position store table (claims and intents).
+pub const POSITIONS_TABLE: &str = "ingest_positions";
+/// Completion markers.
+pub const DONE_TABLE: &str = "ingest_epochs_done";
+
+/// Exact `Decimal(18, 6)` wire value of a percentage (catalog percents have at most 6 places).
+pub fn percent_to_ticks(d: Decimal) -> i64 {
+    let mut d = d;
+    d.rescale(6);
+    i64::try_from(d.mantissa()).unwrap_or(i64::MAX)
+}
+
+/// Exact `Decimal(38, 12)` wire value of `d`. Costs are computed with at most 12 decimal
+/// places (see `costpipe_pricing`), so rescaling never rounds.
+pub fn money_to_ticks(d: Decimal) -> i128 {
+    let mut d = d;
+    d.rescale(MONEY_SCALE);
+    d.mantissa()
+}
+
+#[derive(Row, Serialize)]
+struct EventRow<'a> {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    event_time: DateTime<Utc>,
+    tenant_id: &'a str,
+    department: &'a str,
+    user_id: &'a str,
+    project_id: &'a str,
+    feature: &'a str,
+    environment: &'a str,
+    provider: &'a str,
+    model: &'a str,
+    price_model: &'a str,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_input_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    cache_write_1h_tokens: u64,
+    cost: i128,
+    currency: &'a str,
+    billing_cost: i128,
+    billing_currency: &'a str,
+    exchange_rate: i128,
+    tier_above: Option<u64>,
+    contract_price: bool,
+    adjustment_percent: i64,
+    unpriced: bool,
+    unpriced_reason: &'a str,
+    catalog_version: &'a str,
+    request_id: &'a str,
+    trace_id: &'a str,
+    span_name: &'a str,
+    labels: Vec<(&'a str, &'a str)>,
+    source_partition: i32,
+    source_offset: i64,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    ingested_at: DateTime<Utc>,
+    source_topic: &'a str,
+    epoch_start: i64,
+    epoch_end: i64,
+    generation: u64,
+    late: bool,
+}
+
+#[derive(Row, Serialize)]
+struct PositionRow<'a> {
+    topic: &'a str,
+    partition: i32,
+    start_offset: i64,
+    end_offset: i64,
+    events: u64,
+    dead_letters: u64,
+    catalog_version: &'a str,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    written_at: DateTime<Utc>,
+    generation: u64,
+    kind: &'a str,
+    owner: &'a str,
+}
+
+#[derive(Row, Serialize)]
+struct DoneRow<'a> {
+    topic: &'a str,
+    partition: i32,
+    start_offset: i64,
+    end_offset: i64,
+    generation: u64,
+    events: u64,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    written_at: DateTime<Utc>,
+}
+
+#[derive(Row, Deserialize)]
+struct IntentRead {
+    start_offset: i64,
+    end_offset: i64,
+    events: u64,
+    dead_letters: u64,
+    catalog_version: String,
+    generation: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct RangeRead {
+    start_offset: i64,
+    end_offset: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct FenceRead {
+    claimed: u64,
+    done: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct OwnerRead {
+    owner: String,
+}
+
+#[derive(Row, Deserialize)]
+struct IdRead {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    tenant_id: String,
+    event_time_ms: i64,
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_input_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    cache_write_1h_tokens: u64,
+    ingested_ms: i64,
+}
+
+/// One minute of a partition's totals, read back to rebuild its windows.
+#[derive(Debug, Row, Deserialize)]
+pub struct WindowMinute {
+    pub tenant_id: String,
+    pub department: String,
+    pub model: String,
+    pub minute_s: i64,
+    pub events: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    /// `Decimal(38, 12)` as its wire integer.
+    pub billing_cost_ticks: i128,
+}
+
+impl WindowMinute {
+    /// The minute's amounts, exactly.
+    pub fn amounts(&self) -> Amounts {
+        Amounts {
+            cost_ticks: self.billing_cost_ticks,
+            tokens: [
+                self.input_tokens,
+                self.output_tokens,
+                self.cached_input_tokens,
+                self.cache_write_tokens,
+                self.reasoning_tokens,
+                self.cache_write_1h_tokens,
+            ],
+            events: self.events,
+        }
+    }
+}
+
+/// Connection to costpipe's database.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    client: Client,
+    database: String,
+    timeout: std::time::Duration,
+}
+
+fn ms_to_datetime(ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("")
+}
+
+impl ClickHouseStore {
+    /// A store for the database `args` names, with their timeouts (HTTP interface).
+    pub fn new(args: &ClickHouseArgs) -> anyhow::Result<Self> {
+        Ok(ClickHouseStore {
+            client: args.client()?,
+            database: args.database.clone(),
+            timeout: args.timeout(),
+        })
+    }
+
+    /// The client, bound to costpipe's database (for the other ClickHouse adapters).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> anyhow::Result<T> {
+        costpipe_clickhouse::with_timeout(self.timeout, what, call)
+            .await
+            .with_context(|| what.to_string())
+    }
+
+    /// Applies every migration; each is idempotent.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Ok(costpipe_clickhouse::migrate(&self.client, &self.database).await?)
+    }
+
+    /// What the store knows about `partition` of `topic` (see `PartitionCheckpoint`).
+    pub async fn checkpoint(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<PartitionCheckpoint> {
+        let intent = self
+            .timed(
+                "reading the latest intent",
+                self.client
+                    .query(
+                        "SELECT start_offset, end_offset, events, dead_letters, catalog_version, generation \
+                         FROM ingest_positions WHERE topic = ? AND partition = ? AND kind = 'intent' \
+                         ORDER BY generation DESC, end_offset DESC LIMIT 1",
+                    )
+                    .bind(topic)
+                    .bind(partition)
+                    .fetch_optional::<IntentRead>(),
+            )
+            .await?;
+        let since = intent.as_ref().map_or(i64::MIN, |i| i.start_offset);
+        let mut done: Vec<(i64, i64)> = self
+            .timed(
+                "reading completion markers",
+                self.client
+                    .query(
+                        "SELECT start_offset, end_offset FROM ingest_epochs_done \
+                         WHERE topic = ? AND partition = ? AND end_offset >= ? \
+                         ORDER BY end_offset DESC LIMIT 1000",
+                    )
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(since)
+                    .fetch_all::<RangeRead>(),
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.start_offset, r.end_offset))
+            .collect();
+        done.sort_unstable();
+        let generation = self.claimed(topic, partition).await?;
+        Ok(PartitionCheckpoint {
+            latest_intent: intent.map(|i| EpochIntent {
+                topic: topic.to_string(),
+                partition,
+                start_offset: i.start_offset,
+                end_offset: i.end_offset,
+                events: i.events,
+                dead_letters: i.dead_letters,
+                catalog_version: i.catalog_version,
+                generation: i.generation,
+            }),
+            done,
+            generation,
+        })
+    }
+
+    async fn claimed(&self, topic: &str, partition: i32) -> anyhow::Result<u64> {
+        self.timed(
+            "reading the claimed generation",
+            self.client
+                .query(
+                    "SELECT max(generation) FROM ingest_positions WHERE topic = ? AND partition = ?",
+                )
+                .bind(topic)
+                .bind(partition)
+                .fetch_one::<u64>(),
+        )
+        .await
+    }
+
+    async fn insert_position(&self, row: &PositionRow<'_>, what: &str) -> anyhow::Result<()> {
+        let mut insert = self
+            .client
+            .insert::<PositionRow<'_>>(POSITIONS_TABLE)
+            .await?;
+        self.timed(what, async {
+            insert.write(row).await?;
+            insert.end().await
+        })
+        .await
+    }
+
+    /// Records that `owner` (an instance's address) took `partition` up as `generation`.
+    pub async fn claim(
+        &self,
+        topic: &str,
+        partition: i32,
+        generation: u64,
+        owner: &str,
+    ) -> anyhow::Result<()> {
+        self.insert_position(
+            &PositionRow {
+                topic,
+                partition,
+                start_offset: 0,
+                end_offset: 0,
+                events: 0,
+                dead_letters: 0,
+                catalog_version: "",
+                written_at: Utc::now(),
+                generation,
+                kind: "claim",
+                owner,
+            },
+            "writing a claim",
+        )
+        .await
+    }
+
+    /// The owner named by the latest claim of `partition`, if any.
+    pub async fn owner_of(&self, topic: &str, partition: i32) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .timed(
+                "reading a partition's owner",
+                self.client
+                    .query(
+                        "SELECT owner FROM ingest_positions WHERE topic = ? AND partition = ? \
+                         AND kind = 'claim' ORDER BY generation DESC LIMIT 1",
+                    )
+                    .bind(topic)
+                    .bind(partition)
+                    .fetch_optional::<OwnerRead>(),
+            )
+            .await?
+            .map(|r| r.owner))
+    }
+
+    /// The instance that claimed `tenant`'s partition last, found from the partition its
+    /// stored events came through.
+    pub async fn tenant_owner(&self, topic: &str, tenant: &str) -> anyhow::Result<Option<String>> {
+        let partition = self
+            .timed(
+                "finding a tenant's partition",
+                self.client
+                    .query(
+                        "SELECT source_partition FROM usage_window_minute \
+                         WHERE source_topic = ? AND tenant_id = ? LIMIT 1",
+                    )
+                    .bind(topic)
+                    .bind(tenant)
+                    .fetch_optional::<i32>(),
+            )
+            .await?;
+        match partition {
+            Some(p) => self.owner_of(topic, p).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Stores an intent.
+    pub async fn write_intent(&self, intent: &EpochIntent) -> anyhow::Result<()> {
+        self.insert_position(
+            &PositionRow {
+                topic: &intent.topic,
+                partition: intent.partition,
+                start_offset: intent.start_offset,
+                end_offset: intent.end_offset,
+                events: intent.events,
+                dead_letters: intent.dead_letters,
+                catalog_version: &intent.catalog_version,
+                written_at: Utc::now(),
+                generation: intent.generation,
+                kind: "intent",
+                owner: "",
+            },
+            "writing an epoch intent",
+        )
+        .await
+    }
+
+    /// The fence and the marker check that precede every row or marker write.
+    async fn verify(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: i64,
+        end: i64,
+        generation: u64,
+    ) -> anyhow::Result<Written> {
+        let read = self
+            .timed(
+                "checking the fence and the marker",
+                self.client
+                    .query(
+                        "SELECT \
+                         toUInt64(ifNull((SELECT max(generation) FROM ingest_positions WHERE topic = ? AND partition = ?), 0)) AS claimed, \
+                         toUInt64(ifNull((SELECT count() FROM ingest_epochs_done WHERE topic = ? AND partition = ? \
+                          AND start_offset = ? AND end_offset = ?), 0)) AS done",
+                    )
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(start)
+                    .bind(end)
+                    .fetch_one::<FenceRead>(),
+            )
+            .await?;
+        Ok(if read.claimed > generation {
+            Written::Fenced
+        } else if read.done > 0 {
+            Written::AlreadyComplete
+        } else {
+            Written::Now
+        })
+    }
+
+    /// Fenced and verified: the marker of an epoch without rows.
+    pub async fn write_done(&self, topic: &str, done: &EpochDone) -> anyhow::Result<Written> {
+        let verdict = self
+            .verify(
+                topic,
+                done.partition,
+                done.start_offset,
+                done.end_offset,
+                done.generation,
+            )
+            .await?;
+        if verdict != Written::Now {
+            return Ok(verdict);
+        }
+        let mut insert = self.client.insert::<DoneRow<'_>>(DONE_TABLE).await?;
+        let row = DoneRow {
+            topic,
+            partition: done.partition,
+            start_offset: done.start_offset,
+            end_offset: done.end_offset,
+            generation: done.generation,
+            events: 0,
+            written_at: Utc::now(),
+        };
+        self.timed("writing a completion marker", async {
+            insert.write(&row).await?;
+            insert.end().await
+        })
+        .await?;
+        Ok(Written::Now)
+    }
+
+    /// Fenced and verified: the epoch's events in one insert under `token`; the views derive
+    /// the minute rollup, the window minutes and the completion marker from it.
+    pub async fn write_rows(
+        &self,
+        epoch: &SealedEpoch,
+        token: &str,
+        generation: u64,
+    ) -> anyhow::Result<Written> {
+        let verdict = self
+            .verify(
+                &epoch.topic,
+                epoch.partition,
+                epoch.start_offset,
+                epoch.end_offset,
+                generation,
+            )
+            .await?;
+        if verdict != Written::Now {
+            return Ok(verdict);
+        }
+        let now = Utc::now();
+        let mut insert = self
+            .client
+            .insert::<EventRow<'_>>(EVENTS_TABLE)
+            .await?
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
+        self.timed("writing priced events", async {
+            for p in &epoch.events {
+                let e = &p.event;
+                insert
+                    .write(&EventRow {
+                        event_id: e.event_id,
+                        event_time: ms_to_datetime(e.event_time),
+                        tenant_id: &e.tenant_id,
+                        department: opt(&e.department),
+                        user_id: opt(&e.user_id),
+                        project_id: opt(&e.project_id),
+                        feature: opt(&e.feature),
+                        environment: opt(&e.environment),
+                        provider: &e.provider,
+                        model: &e.model,
+                        price_model: p.priced.price_model.as_deref().unwrap_or(""),
+                        input_tokens: e.input_tokens as u64,
+                        output_tokens: e.output_tokens as u64,
+                        cached_input_tokens: e.cached_input_tokens as u64,
+                        cache_write_tokens: e.cache_write_tokens as u64,
+                        reasoning_tokens: e.reasoning_tokens as u64,
+                        cache_write_1h_tokens: e.cache_write_1h_tokens.unwrap_or(0) as u64,
+                        cost: money_to_ticks(p.priced.cost),
+                        currency: &p.priced.currency,
+                        billing_cost: money_to_ticks(p.priced.billing_cost),
+                        billing_currency: &p.priced.billing_currency,
+                        exchange_rate: money_to_ticks(p.priced.exchange_rate),
+                        tier_above: p.priced.tier_above,
+                        contract_price: p.priced.contract,
+                        adjustment_percent: percent_to_ticks(p.priced.adjustment_percent),
+                        unpriced: p.priced.is_unpriced(),
+                        unpriced_reason: p.priced.unpriced.map_or("", |r| r.as_str()),
+                        catalog_version: &epoch.catalog_version,
+                        request_id: opt(&e.request_id),
+                        trace_id: opt(&e.trace_id),
+                        span_name: opt(&e.span_name),
+                        labels: e
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect(),
+                        source_partition: p.partition,
+                        source_offset: p.offset,
+                        ingested_at: now,
+                        source_topic: &epoch.topic,
+                        epoch_start: epoch.start_offset,
+                        epoch_end: epoch.end_offset,
+                        generation,
+                        late: p.late,
+                    })
+                    .await?;
+            }
+            insert.end().await
+        })
+        .await?;
+        Ok(Written::Now)
+    }
+
+    /// Ids of `partition`'s events stored at or after `since_ms`, oldest first.
+    pub async fn recent_ids(
+        &self,
+        topic: &str,
+        partition: i32,
+        since_ms: i64,
+    ) -> anyhow::Result<Vec<(uuid::Uuid, Fingerprint, i64)>> {
+        let rows = self
+            .timed(
+                "reading recent event ids",
+                self.client
+                    .query(
+                        "SELECT event_id, tenant_id, toUnixTimestamp64Milli(event_time) AS event_time_ms, model, \
+                         input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+                         cache_write_1h_tokens, toUnixTimestamp64Milli(ingested_at) AS ingested_ms \
+                         FROM usage_events_priced \
+                         WHERE source_topic = ? AND source_partition = ? AND ingested_at >= fromUnixTimestamp64Milli(?) \
+                         ORDER BY ingested_at",
+                    )
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(since_ms.max(0))
+                    .fetch_all::<IdRead>(),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let tokens = [
+                    r.input_tokens,
+                    r.output_tokens,
+                    r.cached_input_tokens,
+                    r.cache_write_tokens,
+                    r.reasoning_tokens,
+                    r.cache_write_1h_tokens,
+                ]
+                .map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+                let fp = Fingerprint::of_fields(FingerprintFields {
+                    tenant_id: &r.tenant_id,
+                    event_time: r.event_time_ms,
+                    model: &r.model,
+                    tokens,
+                });
+                (r.event_id, fp, r.ingested_ms)
+            })
+            .collect())
+    }
+
+    /// `partition`'s minute totals since `since_ms` (event time), to rebuild its windows.
+    pub async fn window_minutes(
+        &self,
+        topic: &str,
+        partition: i32,
+        since_ms: i64,
+    ) -> anyhow::Result<Vec<WindowMinute>> {
+        self.timed(
+            "reading window minutes",
+            self.client
+                .query(
+                    "SELECT tenant_id, department, model, toInt64(toUnixTimestamp(minute)) AS minute_s, \
+                     sum(events) AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+                     sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
+                     sum(reasoning_tokens) AS reasoning_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens, \
+                     sum(billing_cost) AS billing_cost_ticks \
+                     FROM usage_window_minute \
+                     WHERE source_topic = ? AND source_partition = ? AND minute >= toDateTime(?) \
+                     GROUP BY tenant_id, department, model, minute ORDER BY minute",
+                )
+                .bind(topic)
+                .bind(partition)
+                .bind((since_ms / 1000).max(0))
+                .fetch_all::<WindowMinute>(),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn money_ticks_are_exact() {
+        assert_eq!(money_to_ticks(dec!(0.000000525)), 525_000);
+        assert_eq!(money_to_ticks(dec!(12.5)), 12_500_000_000_000);
+        assert_eq!(money_to_ticks(Decimal::ZERO), 0);
+    }
+}

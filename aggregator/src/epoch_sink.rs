@@ -1,0 +1,177 @@
+//! The epoch sink: a task that takes sealed epochs from the run loop and walks each through
+//! the core's [`EpochWrite`] steps against ClickHouse and the dead-letter topic, so that
+//! writing one epoch overlaps consuming the next.
+//!
+//! Epochs go through one at a time, in the order they were sealed, which keeps each
+//! partition's epochs in order (the protocol requires it). The queue in front of the task is
+//! bounded: when ClickHouse is down, steps are retried with the core's backoff, the queue
+//! fills, and the run loop stops consuming instead of buffering without limit or exiting.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use costpipe_aggregator_core::stores::Written;
+use costpipe_aggregator_core::{EpochWrite, Progress, SealedEpoch, StepOutcome, WriteStep};
+use costpipe_kafka::dead_letters::DeadLetterProducer;
+
+use crate::clickhouse_store::{ClickHouseStore, EVENTS_TABLE};
+use crate::kafka_sinks;
+
+/// What became of an epoch, reported back to the run loop.
+#[derive(Debug)]
+pub enum SinkReport {
+    /// Stored (or found already stored).
+    Complete {
+        epoch: SealedEpoch,
+        generation: u64,
+        seconds: f64,
+    },
+    /// Another owner claimed the partition; nothing more is written for it by this owner.
+    Fenced { partition: i32, generation: u64 },
+    /// A step failed and will be retried.
+    Retrying {
+        partition: i32,
+        step: WriteStep,
+        error: String,
+    },
+}
+
+/// The run loop's end of the sink.
+pub struct EpochSink {
+    queue: mpsc::Sender<EpochWrite>,
+}
+
+impl EpochSink {
+    /// Starts the sink task with room for `capacity` epochs in its queue.
+    pub fn start(
+        store: ClickHouseStore,
+        dead_letters: DeadLetterProducer,
+        capacity: usize,
+    ) -> (EpochSink, mpsc::UnboundedReceiver<SinkReport>) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, dead_letters, rx, reports));
+        (EpochSink { queue }, reports_rx)
+    }
+
+    /// Queues an epoch, waiting while the queue is full (backpressure).
+    pub async fn send(&self, write: EpochWrite) -> anyhow::Result<()> {
+        self.queue
+            .send(write)
+            .await
+            .map_err(|_| anyhow::anyhow!("the epoch sink task stopped"))
+    }
+
+    /// Epochs the queue can still take without waiting.
+    pub fn room(&self) -> usize {
+        self.queue.capacity()
+    }
+}
+
+async fn run(
+    store: ClickHouseStore,
+    dead_letters: DeadLetterProducer,
+    mut queue: mpsc::Receiver<EpochWrite>,
+    reports: mpsc::UnboundedSender<SinkReport>,
+) {
+    // Partitions fenced off: their queued epochs are dropped unwritten.
+    let mut fenced: std::collections::BTreeMap<i32, u64> = Default::default();
+    while let Some(mut write) = queue.recv().await {
+        let partition = write.epoch().partition;
+        if fenced
+            .get(&partition)
+            .is_some_and(|g| *g >= write.generation())
+        {
+            continue;
+        }
+        let started = Instant::now();
+        let mut complete = false;
+        loop {
+            let Some(step) = write.poll() else {
+                complete = true;
+                break;
+            };
+            let outcome = perform(&store, &dead_letters, &write, step).await;
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = reports.send(SinkReport::Retrying {
+                        partition,
+                        step,
+                        error: format!("{e:#}"),
+                    });
+                    StepOutcome::Failed
+                }
+            };
+            match write.handle(outcome) {
+                Progress::Continue => {}
+                Progress::RetryAfterMs(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                Progress::Complete => {
+                    complete = true;
+                    break;
+                }
+                Progress::Fenced => {
+                    fenced.insert(partition, write.generation());
+                    let _ = reports.send(SinkReport::Fenced {
+                        partition,
+                        generation: write.generation(),
+                    });
+                    break;
+                }
+            }
+        }
+        if complete {
+            let generation = write.generation();
+            let _ = reports.send(SinkReport::Complete {
+                epoch: write.into_epoch(),
+                generation,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+}
+
+async fn perform(
+    store: &ClickHouseStore,
+    dead_letters: &DeadLetterProducer,
+    write: &EpochWrite,
+    step: WriteStep,
+) -> anyhow::Result<StepOutcome> {
+    let written = |w: Written| match w {
+        Written::Now | Written::AlreadyComplete => StepOutcome::Ok,
+        Written::Fenced => StepOutcome::Fenced,
+    };
+    Ok(match step {
+        WriteStep::DeadLetters => {
+            kafka_sinks::send_dead_letters(
+                dead_letters,
+                &write.epoch().topic,
+                write.dead_letters(),
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .await?;
+            StepOutcome::Ok
+        }
+        WriteStep::Intent => {
+            store.write_intent(&write.intent()).await?;
+            StepOutcome::Ok
+        }
+        WriteStep::Rows => written(
+            store
+                .write_rows(
+                    write.epoch(),
+                    &write.token(EVENTS_TABLE),
+                    write.generation(),
+                )
+                .await?,
+        ),
+        WriteStep::Done => written(
+            store
+                .write_done(&write.epoch().topic, &write.done())
+                .await?,
+        ),
+        // Kafka's committed offsets only display progress; the run loop commits them.
+        WriteStep::Commit => StepOutcome::Ok,
+    })
+}
