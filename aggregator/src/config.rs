@@ -126,9 +126,14 @@ pub struct AggregatorConfig {
     /// Time zone of calendar days and months (IANA name).
     #[arg(long, env = "COSTPIPE_CALENDAR_ZONE", default_value = "UTC")]
     pub calendar_zone: String,
-    /// Sealed epochs that may wait for the writer; when full, consumption pauses.
-    #[arg(long, env = "COSTPIPE_SINK_QUEUE_EPOCHS", default_value_t = 64)]
-    pub sink_queue_epochs: usize,
+    /// Records (events and dead letters) that may wait to be written; at the bound, consumption
+    /// pauses until the writer catches up (a ClickHouse outage stops consumption, not the process).
+    #[arg(
+        long,
+        env = "COSTPIPE_SINK_MAX_PENDING_RECORDS",
+        default_value_t = 200_000
+    )]
+    pub sink_max_pending_records: usize,
     /// Longest backoff between retries of a failed ClickHouse or broker write, in ms.
     #[arg(
         long,

@@ -3,13 +3,16 @@
 //! writing one epoch overlaps consuming the next.
 //!
 //! Epochs go through one at a time, in the order they were sealed, which keeps each
-//! partition's epochs in order (the protocol requires it). The queue in front of the task is
-//! bounded: when ClickHouse is down, steps are retried with the core's backoff, the queue
-//! fills, and the run loop stops consuming instead of buffering without limit or exiting.
+//! partition's epochs in order (the protocol requires it). What waits in front of the task is
+//! bounded in records (`COSTPIPE_SINK_MAX_PENDING_RECORDS`): when ClickHouse is down, steps are
+//! retried with the core's backoff, the bound is reached, and the run loop stops consuming
+//! instead of buffering without limit or exiting.
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use costpipe_aggregator_core::stores::Written;
 use costpipe_aggregator_core::{EpochWrite, Progress, SealedEpoch, StepOutcome, WriteStep};
@@ -39,45 +42,68 @@ pub enum SinkReport {
 
 /// The run loop's end of the sink.
 pub struct EpochSink {
-    queue: mpsc::Sender<EpochWrite>,
+    queue: mpsc::UnboundedSender<(EpochWrite, OwnedSemaphorePermit)>,
+    /// One permit per record pending in the sink.
+    pending: Arc<Semaphore>,
+    max_pending: u32,
 }
 
 impl EpochSink {
-    /// Starts the sink task with room for `capacity` epochs in its queue.
+    /// Starts the sink task; at most `max_pending_records` records wait in it (an epoch larger
+    /// than that still goes, alone).
     pub fn start(
         store: ClickHouseStore,
         dead_letters: DeadLetterProducer,
-        capacity: usize,
+        max_pending_records: usize,
     ) -> (EpochSink, mpsc::UnboundedReceiver<SinkReport>) {
-        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let max_pending = u32::try_from(max_pending_records.max(1)).unwrap_or(u32::MAX >> 4);
+        let (queue, rx) = mpsc::unbounded_channel();
         let (reports, reports_rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, dead_letters, rx, reports));
-        (EpochSink { queue }, reports_rx)
+        let pending = Arc::new(Semaphore::new(max_pending as usize));
+        (
+            EpochSink {
+                queue,
+                pending,
+                max_pending,
+            },
+            reports_rx,
+        )
     }
 
-    /// Queues an epoch, waiting while the queue is full (backpressure).
+    /// Queues an epoch, waiting while the records pending in the sink are at the bound
+    /// (backpressure).
     pub async fn send(&self, write: EpochWrite) -> anyhow::Result<()> {
-        self.queue
-            .send(write)
+        let records = u32::try_from(write.epoch().records())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_pending);
+        let permit = self
+            .pending
+            .clone()
+            .acquire_many_owned(records)
             .await
+            .map_err(|_| anyhow::anyhow!("the epoch sink is closed"))?;
+        self.queue
+            .send((write, permit))
             .map_err(|_| anyhow::anyhow!("the epoch sink task stopped"))
     }
 
-    /// Epochs the queue can still take without waiting.
+    /// Records that can still be queued without waiting.
     pub fn room(&self) -> usize {
-        self.queue.capacity()
+        self.pending.available_permits()
     }
 }
 
 async fn run(
     store: ClickHouseStore,
     dead_letters: DeadLetterProducer,
-    mut queue: mpsc::Receiver<EpochWrite>,
+    mut queue: mpsc::UnboundedReceiver<(EpochWrite, OwnedSemaphorePermit)>,
     reports: mpsc::UnboundedSender<SinkReport>,
 ) {
     // Partitions fenced off: their queued epochs are dropped unwritten.
     let mut fenced: std::collections::BTreeMap<i32, u64> = Default::default();
-    while let Some(mut write) = queue.recv().await {
+    // The permit is held until the epoch is done with, then frees its records' room.
+    while let Some((mut write, _permit)) = queue.recv().await {
         let partition = write.epoch().partition;
         if fenced
             .get(&partition)

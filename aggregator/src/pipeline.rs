@@ -156,7 +156,7 @@ impl Pipeline {
         let (sink, mut reports) = EpochSink::start(
             self.store.clone(),
             dead_letters,
-            self.config.sink_queue_epochs,
+            self.config.sink_max_pending_records,
         );
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(Duration::from_millis(50));

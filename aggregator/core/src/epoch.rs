@@ -9,16 +9,13 @@ use costpipe_schemas::UsageEvent;
 
 use crate::dead_letter::DeadLetter;
 
-/// A usage event with its price, source position and the bytes it arrived as (kept so that
-/// a conflicting duplicate can be dead-lettered whole).
+/// A usage event with its price and source position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedEvent {
     pub event: UsageEvent,
     pub priced: PricedCost,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub raw: Vec<u8>,
     /// Older than its partition's watermark when it arrived (counted all the same).
     pub late: bool,
 }

@@ -226,8 +226,6 @@ mod tests {
                     priced: priced.clone(),
                     partition: 2,
                     offset: 10 + i as i64,
-                    key: None,
-                    raw: Vec::new(),
                     late: false,
                 })
                 .collect(),

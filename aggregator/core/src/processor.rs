@@ -312,7 +312,7 @@ impl Processor {
             match state.recent.observe(priced.event.event_id, fp, now_ms) {
                 Seen::Fresh => {}
                 Seen::Duplicate => return Ok(None),
-                Seen::Conflict => return Err(conflict(&priced)),
+                Seen::Conflict => return Err(conflict(&priced, &rec)),
             }
             let e = &priced.event;
             priced.late = state.watermark.is_late(e.event_time, now_ms);
@@ -329,7 +329,7 @@ impl Processor {
             if let Err(err) = added {
                 // Not counted, so a later copy must not be taken for a duplicate of it.
                 state.recent.forget(&priced.event.event_id);
-                return Err(overflow(&priced, &err));
+                return Err(overflow(&priced, &rec, &err));
             }
             state.watermark.observe(e.event_time, now_ms);
             if !state.tenants.contains(&e.tenant_id) {
@@ -420,8 +420,6 @@ impl Processor {
             priced,
             partition: rec.partition,
             offset: rec.offset,
-            key: rec.key.map(<[u8]>::to_vec),
-            raw: payload.to_vec(),
             late: false,
         })
     }
@@ -476,12 +474,16 @@ fn tokens_of(e: &costpipe_schemas::UsageEvent) -> [u64; 6] {
     .map(|t| t.max(0) as u64)
 }
 
-fn overflow(p: &PricedEvent, err: &crate::windows::WindowError) -> DeadLetter {
+fn overflow(
+    p: &PricedEvent,
+    rec: &SourceRecord<'_>,
+    err: &crate::windows::WindowError,
+) -> DeadLetter {
     DeadLetter {
         partition: p.partition,
         offset: p.offset,
-        key: p.key.clone(),
-        payload: p.raw.clone(),
+        key: rec.key.map(<[u8]>::to_vec),
+        payload: rec.payload.map(<[u8]>::to_vec).unwrap_or_default(),
         reason_code: "sum_overflow",
         reason: format!(
             "event {} would overflow its running totals ({err}); it is not counted",
@@ -490,12 +492,12 @@ fn overflow(p: &PricedEvent, err: &crate::windows::WindowError) -> DeadLetter {
     }
 }
 
-fn conflict(p: &PricedEvent) -> DeadLetter {
+fn conflict(p: &PricedEvent, rec: &SourceRecord<'_>) -> DeadLetter {
     DeadLetter {
         partition: p.partition,
         offset: p.offset,
-        key: p.key.clone(),
-        payload: p.raw.clone(),
+        key: rec.key.map(<[u8]>::to_vec),
+        payload: rec.payload.map(<[u8]>::to_vec).unwrap_or_default(),
         reason_code: "duplicate_event_id_conflict",
         reason: format!(
             "event_id {} was already counted with different content; this copy is not counted",

@@ -8,7 +8,7 @@
 //! written here, not from the code under test. `SEED=n cargo test -p costpipe-aggregator-core
 //! --test simulation` replays one seed; `SIM_SEEDS=n` runs n seeds (default 300).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -21,8 +21,9 @@ use costpipe_aggregator_core::stores::{
     drive_step, DeadLetterSink, PositionStore, RowStore, Written,
 };
 use costpipe_aggregator_core::{
-    DeadLetter, EpochDone, EpochIntent, EpochPolicy, EpochWrite, Fingerprint, PartitionCheckpoint,
-    Processor, Progress, RecentIds, RetryPolicy, SealedEpoch, SourceRecord, WriteStep,
+    Amounts, DeadLetter, EpochDone, EpochIntent, EpochPolicy, EpochWrite, Fingerprint,
+    PartitionCheckpoint, Processor, Progress, RecentIds, RetryPolicy, SealedEpoch, SourceRecord,
+    WriteStep,
 };
 use costpipe_pricing::Catalog;
 use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
@@ -143,6 +144,25 @@ struct Faults {
 }
 
 impl FakeClickHouse {
+    /// Per-minute totals of a partition's stored events (the `usage_window_minute` view).
+    fn window_minutes(&self, partition: i32) -> BTreeMap<RollupKey, Amounts> {
+        let mut out: BTreeMap<RollupKey, Amounts> = BTreeMap::new();
+        for e in self.events.iter().filter(|e| e.partition == partition) {
+            let c = &e.content;
+            let key = (
+                c.tenant.clone(),
+                c.department.clone(),
+                c.model.clone(),
+                c.event_time.div_euclid(60_000),
+            );
+            let one = Amounts::from_decimal(e.billing_cost, c.tokens.map(|t| t as u64), 1)
+                .expect("exact cost");
+            let sum = out.entry(key).or_insert(Amounts::ZERO);
+            *sum = sum.checked_add(&one).expect("no overflow");
+        }
+        out
+    }
+
     fn claimed(&self, partition: i32) -> u64 {
         self.claims
             .iter()
@@ -492,6 +512,8 @@ impl World {
         let Ok(ids) = shared.recent_ids(p, i64::MIN) else {
             return false;
         };
+        // The window minutes, as the view over the rows would hold them.
+        let minutes = self.store.window_minutes(p);
         let plan = plan_resume(&cp);
         let read_at = match plan.start {
             StartAt::Beginning => 0,
@@ -505,7 +527,13 @@ impl World {
         let processor = inst
             .processor
             .get_or_insert_with(|| new_processor(&self.catalog, &mut self.rng));
-        processor.assign(p, plan, RecentIds::restored(ids));
+        let now = self.store.now_ms;
+        processor.assign_at(p, plan, RecentIds::restored(ids), now);
+        for ((tenant, department, model, minute), amounts) in &minutes {
+            processor
+                .restore_minute(p, tenant, department, model, minute * 60_000, amounts, now)
+                .expect("restorable");
+        }
         inst.owned.insert(
             p,
             Owned {
@@ -781,6 +809,36 @@ impl World {
         }
         if expected != self.store.rollups {
             fail("rollups differ from the events".into());
+        }
+        // Every holder's in-memory month totals equal its tenants' stored events.
+        for inst in &self.instances {
+            let Some(processor) = inst.processor.as_ref() else {
+                continue;
+            };
+            for &p in inst.owned.keys() {
+                let tenants: BTreeSet<&str> = self
+                    .store
+                    .events
+                    .iter()
+                    .filter(|e| e.partition == p)
+                    .map(|e| e.content.tenant.as_str())
+                    .collect();
+                for tenant in tenants {
+                    let stored: rust_decimal::Decimal = self
+                        .store
+                        .events
+                        .iter()
+                        .filter(|e| e.content.tenant == tenant)
+                        .map(|e| e.billing_cost)
+                        .sum();
+                    let held = processor.month_spend(tenant, self.store.now_ms);
+                    if held != Some(stored) {
+                        fail(format!(
+                            "p{p} holder's month total of {tenant} is {held:?}, stored {stored}"
+                        ));
+                    }
+                }
+            }
         }
         let delivered: HashSet<(i32, i64)> = self.store.dlq.iter().map(|d| (d.0, d.1)).collect();
         for d in &truth.dead {
