@@ -4,6 +4,7 @@
 //!
 //! Every test gets its own topics and ClickHouse database, so tests run in parallel.
 
+pub mod proxy;
 pub mod registry_double;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,21 @@ impl Stack {
         let text = resp.text().await.expect("ClickHouse answer");
         assert!(status.is_success(), "query failed: {sql}\n{text}");
         text.trim().to_string()
+    }
+
+    /// Like [`Stack::query`], but `None` on an error answer (e.g. a table the aggregator has
+    /// not created yet), for use inside waits.
+    pub async fn try_query(&self, sql: &str) -> Option<String> {
+        let resp = reqwest::Client::new()
+            .post(&self.clickhouse_url)
+            .body(sql.to_string())
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        Some(resp.text().await.ok()?.trim().to_string())
     }
 }
 
@@ -442,4 +458,107 @@ pub fn test_seed(test: &str) -> u64 {
         .unwrap_or_else(rand::random);
     eprintln!("{test}: seed {seed} (replay with SEED={seed})");
     seed
+}
+
+/// `n` synthetic events (seeded) of `tenants` tenants with event times over `span_ms` ending
+/// now: validation accepts them whatever the date of the run, and every assertion made on
+/// them is per minute, so no month end can change an outcome.
+pub fn synthetic_events(seed: u64, tenants: usize, span_ms: i64, n: usize) -> Vec<UsageEvent> {
+    use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
+    let now = chrono::Utc::now().timestamp_millis();
+    SyntheticStream::new(
+        seed,
+        SyntheticConfig {
+            tenants,
+            start_ms: now - span_ms,
+            end_ms: now,
+            include_unpriced: true,
+        },
+    )
+    .take(n)
+    .collect()
+}
+
+/// Produces `events` with `emitter` in chunks of `chunk`, pausing `pause` between chunks, and
+/// notes in `ends` one past the last offset delivered to each partition.
+pub async fn produce_events(
+    emitter: &costpipe_ingest::Emitter,
+    events: &[UsageEvent],
+    chunk: usize,
+    pause: Duration,
+    ends: &mut BTreeMap<i32, i64>,
+) {
+    for (i, part) in events.chunks(chunk.max(1)).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        let mut pending = Vec::with_capacity(part.len());
+        for e in part {
+            pending.push(emitter.enqueue(e).await.expect("enqueue").wait());
+        }
+        for p in futures::future::join_all(pending).await {
+            let d = p.expect("delivered");
+            let end = ends.entry(d.partition).or_default();
+            *end = (*end).max(d.offset + 1);
+        }
+    }
+}
+
+/// [`produce_events`] in a task of its own, with a new emitter; yields the end offsets.
+pub fn spawn_producer(
+    brokers: &str,
+    topic: &str,
+    events: Vec<UsageEvent>,
+    chunk: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<BTreeMap<i32, i64>> {
+    let config = costpipe_ingest::EmitterConfig::new(brokers, topic);
+    tokio::spawn(async move {
+        let emitter = costpipe_ingest::Emitter::new(config).expect("emitter");
+        let mut ends = BTreeMap::new();
+        produce_events(&emitter, &events, chunk, pause, &mut ends).await;
+        ends
+    })
+}
+
+/// Waits until `aggregator` has taken its partitions up (its migrations have run by then).
+pub async fn wait_taken_up(aggregator: &Service) {
+    wait_for(
+        "the aggregator to take its partitions up",
+        Duration::from_secs(60),
+        || {
+            let log = aggregator.log_text();
+            async move { log.contains("partition taken up").then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// Asserts that `database` stores exactly `n` events, each id once, and that every minute
+/// total equals `expected` (from [`expected_by_minute`]).
+pub async fn assert_stored_exactly(
+    stack: &Stack,
+    database: &str,
+    n: usize,
+    expected: &BTreeMap<MinuteKey, (u64, Decimal)>,
+    seed: u64,
+) {
+    assert_eq!(
+        stack
+            .query(&format!(
+                "SELECT count(), uniqExact(event_id) FROM {database}.usage_events_priced"
+            ))
+            .await,
+        format!("{n}\t{n}"),
+        "each event_id stored once (seed {seed})"
+    );
+    let got = rollup_by_minute(stack, database).await;
+    let differ = |(k, v): &(&MinuteKey, &(u64, Decimal))| got.get(*k) != Some(*v);
+    let wrong: Vec<_> = expected.iter().filter(differ).take(5).collect();
+    assert!(
+        wrong.is_empty() && got.len() == expected.len(),
+        "{} of {} minute totals differ (seed {seed}), e.g. {wrong:?}",
+        expected.iter().filter(differ).count() + got.len().abs_diff(expected.len()),
+        expected.len()
+    );
 }

@@ -9,10 +9,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use costpipe_e2e::*;
-use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_ingest::{Emitter, EmitterConfig};
 use costpipe_kafka::{ensure_topics, TopicSpec};
-use costpipe_schemas::UsageEvent;
 
 const EVENTS: usize = 120_000;
 const PARTITIONS: i32 = 6;
@@ -34,18 +31,7 @@ async fn two_aggregators_share_partitions_and_survive_losing_one() {
     let seed = test_seed("scale_out");
     let stack = Stack::from_env();
     let names = Names::new("e2e_scale");
-    let now = chrono::Utc::now().timestamp_millis();
-    let events: Vec<UsageEvent> = SyntheticStream::new(
-        seed,
-        SyntheticConfig {
-            tenants: 8,
-            start_ms: now - 86_400_000,
-            end_ms: now,
-            include_unpriced: true,
-        },
-    )
-    .take(EVENTS)
-    .collect();
+    let events = synthetic_events(seed, 8, 86_400_000, EVENTS);
     let expected = expected_by_minute(&events);
     let tenants: BTreeSet<String> = events.iter().map(|e| e.tenant_id.clone()).collect();
     ensure_topics(
@@ -66,38 +52,16 @@ async fn two_aggregators_share_partitions_and_survive_losing_one() {
     let mut a = Service::aggregator(&stack, &names, "", &settings);
     let mut b = Service::aggregator(&stack, &names, "", &settings);
     for s in [&a, &b] {
-        wait_for(
-            "both instances to take partitions up",
-            Duration::from_secs(60),
-            || {
-                let log = s.log_text();
-                async move { log.contains("partition taken up").then_some(()) }
-            },
-        )
-        .await;
+        wait_taken_up(s).await;
     }
 
-    let producer = {
-        let brokers = stack.brokers.clone();
-        let topic = names.usage.clone();
-        tokio::spawn(async move {
-            let emitter = Emitter::new(EmitterConfig::new(&brokers, &topic)).expect("emitter");
-            let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-            for chunk in events.chunks(10_000) {
-                let mut pending = Vec::with_capacity(chunk.len());
-                for e in chunk {
-                    pending.push(emitter.enqueue(e).await.expect("enqueue").wait());
-                }
-                for p in futures::future::join_all(pending).await {
-                    let d = p.expect("delivered");
-                    let end = ends.entry(d.partition).or_default();
-                    *end = (*end).max(d.offset + 1);
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            ends
-        })
-    };
+    let producer = spawn_producer(
+        &stack.brokers,
+        &names.usage,
+        events,
+        10_000,
+        Duration::from_millis(300),
+    );
 
     // Kill one instance at a random instant once rows are flowing.
     let db = names.database.clone();
@@ -126,26 +90,7 @@ async fn two_aggregators_share_partitions_and_survive_losing_one() {
     a.assert_running();
     c.assert_running();
 
-    assert_eq!(
-        stack
-            .query(&format!(
-                "SELECT count(), uniqExact(event_id) FROM {db}.usage_events_priced"
-            ))
-            .await,
-        format!("{EVENTS}\t{EVENTS}"),
-        "each event_id stored once"
-    );
-    let got = rollup_by_minute(&stack, &db).await;
-    assert!(
-        got == expected,
-        "{} of {} minute totals differ (seed {seed})",
-        expected
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .count()
-            + got.len().abs_diff(expected.len()),
-        expected.len()
-    );
+    assert_stored_exactly(&stack, &db, EVENTS, &expected, seed).await;
 
     // Once both live instances have taken their partitions up, each tenant is held by
     // exactly one of them, and the other names it.
