@@ -306,8 +306,12 @@ impl ClickHouseStore {
             "reading the claimed generation",
             self.client
                 .query(
-                    "SELECT max(generation) FROM ingest_positions WHERE topic = ? AND partition = ?",
+                    "SELECT greatest( \
+                     toUInt64(ifNull((SELECT max(generation) FROM ingest_positions WHERE topic = ? AND partition = ?), 0)), \
+                     toUInt64(ifNull((SELECT max(generation) FROM ingest_epochs_done WHERE topic = ? AND partition = ?), 0)))",
                 )
+                .bind(topic)
+                .bind(partition)
                 .bind(topic)
                 .bind(partition)
                 .fetch_one::<u64>(),

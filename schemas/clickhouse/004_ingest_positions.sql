@@ -1,7 +1,7 @@
--- The aggregator's checkpoint: one row per partition epoch, written BEFORE the epoch's data.
--- The latest row of a partition names the last epoch that may be partly written; on start
--- the aggregator replays exactly that offset range (a no-op where the data is already there,
--- thanks to insert deduplication tokens) and resumes after it.
+-- The aggregator's checkpoint: one intent row per partition epoch, written BEFORE the epoch's
+-- rows, and one claim row per take-up of a partition (columns added by 013). The latest
+-- intent without a completion marker (ingest_epochs_done) is the only epoch that may be
+-- missing; a partition resumes after its latest complete intent. See DEVELOPERS.md.
 CREATE TABLE IF NOT EXISTS {db}.ingest_positions
 (
     topic           LowCardinality(String),

@@ -70,6 +70,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "013_ingest_positions_generation",
         sql: include_str!("../clickhouse/013_ingest_positions_generation.sql"),
     },
+    Migration {
+        name: "014_events_ingested_index",
+        sql: include_str!("../clickhouse/014_events_ingested_index.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

@@ -63,9 +63,10 @@ pub struct PartitionCheckpoint {
     /// The intent with the highest `(generation, end_offset)`.
     pub latest_intent: Option<EpochIntent>,
     /// Every complete epoch of the partition with an end at or beyond the latest intent's
-    /// start, as `(start, end)`: enough to tell whether that intent is complete.
+    /// start (the latest ones when there is no intent), as `(start, end)`: enough to tell
+    /// whether that intent is complete, or where to resume without one.
     pub done: Vec<(i64, i64)>,
-    /// The highest generation ever claimed, 0 if none.
+    /// The highest generation ever claimed or written with, 0 if none.
     pub generation: u64,
 }
 
@@ -91,8 +92,16 @@ pub struct ResumePlan {
 /// The plan for a partition with checkpoint `cp`.
 pub fn plan_resume(cp: &PartitionCheckpoint) -> ResumePlan {
     let Some(intent) = &cp.latest_intent else {
+        // Intents expire (a TTL keeps the position table small); markers do not. Without an
+        // intent, resume after the last complete epoch, if any.
+        let start = cp
+            .done
+            .iter()
+            .map(|&(_, end)| end)
+            .max()
+            .map_or(StartAt::Beginning, StartAt::Offset);
         return ResumePlan {
-            start: StartAt::Beginning,
+            start,
             replay_until: None,
         };
     };
@@ -182,6 +191,22 @@ mod tests {
             }
         );
         assert_eq!(next_generation(&cp), 5);
+    }
+
+    #[test]
+    fn without_an_intent_a_partition_resumes_after_its_last_marker() {
+        let cp = PartitionCheckpoint {
+            latest_intent: None,
+            done: vec![(0, 100), (100, 180)],
+            generation: 0,
+        };
+        assert_eq!(
+            plan_resume(&cp),
+            ResumePlan {
+                start: StartAt::Offset(180),
+                replay_until: None
+            }
+        );
     }
 
     #[test]
