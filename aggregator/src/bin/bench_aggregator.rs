@@ -1,0 +1,1539 @@
+//! costpipe-bench-aggregator: measures the aggregator against the raw limit of the same
+//! machine and topic (see `aggregator/BENCHMARKS.md` for the method and the results).
+//!
+//! Subcommands:
+//! - `raw`: one round of rdkafka consume + `UsageCodec::current().decode`, nothing else;
+//! - `aggregator`: one round of the release `costpipe-aggregator` binary on a pre-filled
+//!   topic (fresh database, fresh group), timed from its first stored row to its last;
+//! - `throughput`: alternating `raw` and `aggregator` rounds, with medians;
+//! - `restore`: the read and the rebuild a partition assignment does, for N window keys;
+//! - `latency`: events produced at a steady rate into a topic the aggregator consumes, timed
+//!   to their row in ClickHouse and to their count in the live view.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use clickhouse::Row;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Deserialize;
+
+use costpipe_aggregator::clickhouse_store::ClickHouseStore;
+use costpipe_aggregator_core::{
+    plan_resume, EpochPolicy, PartitionCheckpoint, Processor, RecentIds,
+};
+use costpipe_clickhouse::ClickHouseArgs;
+use costpipe_kafka::{ensure_topics, TopicSpec};
+use costpipe_pricing::Catalog;
+use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "costpipe-bench-aggregator",
+    about = "Aggregator benchmarks: raw limit, end to end, restore, latency"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Common {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "COSTPIPE_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    brokers: String,
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "COSTPIPE_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:18123"
+    )]
+    clickhouse_url: String,
+    /// The local stack's directory (its pid files give the broker's and ClickHouse's CPU).
+    #[arg(long, default_value = ".stack")]
+    stack_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// One raw round: consume + decode, nothing else.
+    Raw(RawArgs),
+    /// One aggregator round on a pre-filled topic.
+    Aggregator(AggArgs),
+    /// Alternating raw and aggregator rounds, with medians.
+    Throughput(ThroughputArgs),
+    /// Window restore of N keys: the read and the rebuild.
+    Restore(RestoreArgs),
+    /// Production → ClickHouse row and production → live view latency.
+    Latency(LatencyArgs),
+    /// Copies a topic to a new one, moving every event time into the last few minutes
+    /// (everything else, keys included, unchanged).
+    Retime(RetimeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct RetimeArgs {
+    /// Source topic.
+    #[arg(long)]
+    from: String,
+    /// Destination topic (created with `--partitions`).
+    #[arg(long)]
+    to: String,
+    /// Events on the source topic.
+    #[arg(long)]
+    events: u64,
+    /// New event times are spread over this many minutes before now.
+    #[arg(long, default_value_t = 10)]
+    minutes: i64,
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+}
+
+#[derive(Debug, Clone, Args)]
+struct RawArgs {
+    /// The pre-filled usage topic.
+    #[arg(long)]
+    topic: String,
+    /// Events on the topic (tansu's watermarks under-report; give the produced count).
+    #[arg(long)]
+    events: u64,
+    /// Consumer threads (partitions split between them with manual assignment).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+struct AggArgs {
+    /// The pre-filled usage topic.
+    #[arg(long)]
+    topic: String,
+    /// Events on the topic.
+    #[arg(long)]
+    events: u64,
+    /// The aggregator binary (default: next to this one).
+    #[arg(long)]
+    aggregator_bin: Option<PathBuf>,
+    /// Record a `perf` profile of the aggregator, from its first row to its last, here.
+    #[arg(long)]
+    perf_out: Option<PathBuf>,
+    /// Extra `perf record` arguments (split on spaces).
+    #[arg(long, default_value = "-F 499 -g")]
+    perf_args: String,
+    /// Give up when the stored count has not moved for this long, in seconds.
+    #[arg(long, default_value_t = 120)]
+    stall_s: u64,
+    /// Extra environment for the aggregator, `NAME=value`.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// Keep the round's database (dropped by default, so that its merges do not load the
+    /// next round).
+    #[arg(long)]
+    keep_db: bool,
+    /// Sample ClickHouse's `system.processes` and `system.merges` this often (ms; 0: off)
+    /// to see which of the aggregator's requests ClickHouse is busy with.
+    #[arg(long, default_value_t = 0)]
+    sample_clickhouse_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ThroughputArgs {
+    #[command(flatten)]
+    agg: AggArgs,
+    /// Rounds of each.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Raw rounds also run with these thread counts (1 is always run).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    raw_threads: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+struct RestoreArgs {
+    /// Distinct (tenant, department, model) keys, one minute row each.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Rounds (read + rebuild each).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Keep the scratch database.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct LatencyArgs {
+    /// Events per second.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Warm-up seconds at the same rate, not counted.
+    #[arg(long, default_value_t = 5)]
+    warmup_s: u64,
+    /// Tenants (events round-robin over them; one live-view poll per tenant).
+    #[arg(long, default_value_t = 8)]
+    tenants: usize,
+    /// Partitions of the fresh topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Pause between ClickHouse polls, in ms.
+    #[arg(long, default_value_t = 50)]
+    ch_poll_ms: u64,
+    /// Pause between live-view polls (of every tenant), in ms.
+    #[arg(long, default_value_t = 20)]
+    live_poll_ms: u64,
+    /// The aggregator binary (default: next to this one).
+    #[arg(long)]
+    aggregator_bin: Option<PathBuf>,
+    /// Keep the database (dropped by default).
+    #[arg(long)]
+    keep_db: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let c = &cli.common;
+    match &cli.command {
+        Cmd::Raw(a) => {
+            let r = raw_round(c, a).await?;
+            println!("{}", r.line(a.threads));
+        }
+        Cmd::Aggregator(a) => {
+            let r = aggregator_round(c, a).await?;
+            println!("{}", r.line());
+        }
+        Cmd::Throughput(a) => throughput(c, a).await?,
+        Cmd::Restore(a) => restore(c, a).await?,
+        Cmd::Latency(a) => latency(c, a).await?,
+        Cmd::Retime(a) => {
+            ensure_topics(
+                &c.brokers,
+                &[TopicSpec {
+                    name: a.to.clone(),
+                    partitions: a.partitions,
+                    compacted: false,
+                }],
+            )
+            .await?;
+            let (brokers, a) = (c.brokers.clone(), a.clone());
+            tokio::task::spawn_blocking(move || retime(&brokers, &a)).await??;
+        }
+    }
+    Ok(())
+}
+
+// --- shared helpers -------------------------------------------------------------------------
+
+fn wall_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// user + system CPU seconds of `pid`, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5); `rest` starts at field 3.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// A `/proc/<pid>/status` field in kB (e.g. `VmHWM`).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn stack_pid(stack_dir: &Path, name: &str) -> Option<u32> {
+    std::fs::read_to_string(stack_dir.join("run").join(format!("{name}.pid")))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn sibling_binary(name: &str, given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("binary dir")?.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: cargo build --release -p costpipe-aggregator --bins",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A blocking HTTP/1.1 GET on 127.0.0.1 (the live view and /metrics); status and body.
+fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+/// Prometheus samples whose name ends with `suffix`, summed.
+fn metric(text: &str, suffix: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut parts = line.split_whitespace();
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let bare = name.split('{').next().unwrap_or(name);
+        if bare.ends_with(suffix) {
+            if let Ok(v) = value.parse::<f64>() {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+    }
+    found
+}
+
+fn ch_client(url: &str) -> clickhouse::Client {
+    clickhouse::Client::default().with_url(url)
+}
+
+async fn ch_count(ch: &clickhouse::Client, sql: &str) -> u64 {
+    ch.query(sql).fetch_one::<u64>().await.unwrap_or(0)
+}
+
+/// A running aggregator, stopped with SIGTERM (then SIGKILL) when finished.
+struct Aggregator {
+    child: Child,
+    metrics_addr: String,
+    log: PathBuf,
+}
+
+impl Aggregator {
+    fn spawn(
+        bin: &Path,
+        common: &Common,
+        topic: &str,
+        database: &str,
+        extra: &[(String, String)],
+    ) -> anyhow::Result<Aggregator> {
+        let port = free_port()?;
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("{database}-aggregator.log"));
+        let out = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(bin);
+        cmd.env("COSTPIPE_KAFKA_BROKERS", &common.brokers)
+            .env("COSTPIPE_CLICKHOUSE_URL", &common.clickhouse_url)
+            .env("COSTPIPE_CLICKHOUSE_DATABASE", database)
+            .env("COSTPIPE_USAGE_TOPIC", topic)
+            .env("COSTPIPE_CONTROL_TOPIC", format!("{database}.control"))
+            .env("COSTPIPE_DEAD_LETTER_TOPIC", format!("{database}.dlq"))
+            .env("COSTPIPE_GROUP_ID", format!("{database}.group"))
+            .env("COSTPIPE_SESSION_TIMEOUT_MS", "6000")
+            .env("COSTPIPE_AGGREGATOR_METRICS_ADDR", &metrics_addr)
+            .env("RUST_LOG", "info,rdkafka=warn");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Aggregator {
+            child,
+            metrics_addr,
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn metrics(&self) -> String {
+        http_get(&self.metrics_addr, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            anyhow::bail!(
+                "aggregator exited with {status}; log {}:\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// --- raw ------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct ThreadResult {
+    events: u64,
+    errors: u64,
+    bytes: u64,
+    checksum: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct RawResult {
+    events: u64,
+    errors: u64,
+    bytes: u64,
+    secs: f64,
+}
+
+impl RawResult {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+
+    fn line(&self, threads: usize) -> String {
+        format!(
+            "raw threads={threads} events={} decode_errors={} MB={:.0} first→last={:.2}s rate={:.0} events/s",
+            self.events,
+            self.errors,
+            self.bytes as f64 / 1e6,
+            self.secs,
+            self.rate()
+        )
+    }
+}
+
+fn partitions_of(brokers: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .context("topic not in metadata")?;
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+async fn raw_round(common: &Common, a: &RawArgs) -> anyhow::Result<RawResult> {
+    let brokers = common.brokers.clone();
+    let a = a.clone();
+    tokio::task::spawn_blocking(move || raw_round_blocking(&brokers, &a)).await?
+}
+
+fn raw_round_blocking(brokers: &str, a: &RawArgs) -> anyhow::Result<RawResult> {
+    let parts = partitions_of(brokers, &a.topic)?;
+    anyhow::ensure!(!parts.is_empty(), "topic {} has no partitions", a.topic);
+    let threads = a.threads.clamp(1, parts.len());
+    let total = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let mine: Vec<i32> = parts.iter().copied().skip(t).step_by(threads).collect();
+        let (total, done) = (total.clone(), done.clone());
+        let (brokers, topic, expected) = (brokers.to_string(), a.topic.clone(), a.events);
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<ThreadResult> {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", format!("bench-raw-{}", short_id()))
+                    .set("enable.auto.commit", "false")
+                    // The aggregator's setting (see performance-facts.md).
+                    .set("fetch.queue.backoff.ms", "10")
+                    .create()?;
+                let mut tpl = TopicPartitionList::new();
+                for p in &mine {
+                    tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
+                }
+                consumer.assign(&tpl)?;
+                let codec = UsageCodec::current();
+                let mut r = ThreadResult::default();
+                let mut last_seen = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            let now = Instant::now();
+                            r.first.get_or_insert(now);
+                            r.last = Some(now);
+                            last_seen = now;
+                            if let Some(p) = m.payload() {
+                                r.bytes += p.len() as u64;
+                                match codec.decode(p) {
+                                    Ok(e) => {
+                                        r.checksum = r.checksum.wrapping_add(e.input_tokens as u64);
+                                        r.events += 1;
+                                    }
+                                    Err(_) => r.errors += 1,
+                                }
+                            }
+                            if total.fetch_add(1, Ordering::Relaxed) + 1 >= expected {
+                                done.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Some(Err(e)) => eprintln!("consumer error: {e}"),
+                        None if last_seen.elapsed() > Duration::from_secs(5) => break,
+                        None => {}
+                    }
+                }
+                Ok(r)
+            },
+        ));
+    }
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??,
+        );
+    }
+    let first = results.iter().filter_map(|r| r.first).min();
+    let last = results.iter().filter_map(|r| r.last).max();
+    let secs = match (first, last) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    std::hint::black_box(results.iter().map(|r| r.checksum).sum::<u64>());
+    Ok(RawResult {
+        events: results.iter().map(|r| r.events).sum(),
+        errors: results.iter().map(|r| r.errors).sum(),
+        bytes: results.iter().map(|r| r.bytes).sum(),
+        secs,
+    })
+}
+
+fn retime(brokers: &str, a: &RetimeArgs) -> anyhow::Result<()> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-retime-{}", short_id()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions_of(brokers, &a.from)? {
+        tpl.add_partition_offset(&a.from, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    // The emitter's settings.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "10")
+        .set("batch.size", (1 << 20).to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let codec = UsageCodec::current();
+    let now = chrono::Utc::now().timestamp_millis();
+    let spread = a.minutes.max(1) * 60_000;
+    let mut copied = 0u64;
+    let mut last_seen = Instant::now();
+    while copied < a.events && last_seen.elapsed() < Duration::from_secs(10) {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m?;
+        last_seen = Instant::now();
+        let Some(payload) = m.payload() else { continue };
+        let mut e = codec.decode(payload)?;
+        e.event_time = now - e.event_time.rem_euclid(spread);
+        let bytes = codec.encode(&e)?;
+        let key = m.key().unwrap_or_default();
+        loop {
+            match producer.send(BaseRecord::to(&a.to).key(key).payload(&bytes)) {
+                Ok(()) => break,
+                Err((err, _)) => {
+                    anyhow::ensure!(
+                        err.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        "produce failed: {err}"
+                    );
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        copied += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    println!(
+        "copied {copied} events from {} to {}, event times now within the last {} min",
+        a.from, a.to, a.minutes
+    );
+    Ok(())
+}
+
+// --- aggregator end to end -----------------------------------------------------------------
+
+#[derive(Debug)]
+struct AggResult {
+    database: String,
+    stored: u64,
+    /// Rows visible at the first poll that saw any.
+    first_count: u64,
+    /// First poll with rows → poll that saw all of them.
+    secs: f64,
+    /// Spawn → first rows.
+    first_row_after_s: f64,
+    /// (count − rows of the first insert) / (max − min ingested_at).
+    ingested_rate: f64,
+    inserts: u64,
+    cpu_stream_s: f64,
+    cpu_total_s: f64,
+    clickhouse_cpu_s: Option<f64>,
+    broker_cpu_s: Option<f64>,
+    peak_rss_kb: u64,
+    flush_seconds: f64,
+    epochs: f64,
+    rollup_rows: u64,
+    window_minute_rows: u64,
+}
+
+impl AggResult {
+    fn rate(&self) -> f64 {
+        (self.stored - self.first_count) as f64 / self.secs
+    }
+
+    fn line(&self) -> String {
+        let per_event = |s: f64| s * 1e6 / self.stored as f64;
+        format!(
+            "aggregator db={} stored={} first_count={} first→last={:.2}s rate={:.0} events/s \
+             (ingested_at rate {:.0}, inserts {}), first row after {:.1}s; CPU {:.2} µs/event \
+             (first→last; whole process {:.2} µs), ClickHouse {} µs/event, broker {} µs/event, \
+             peak RSS {} MB, epochs {}, time inside writes {:.1}s, rollup rows {}, window-minute rows {}",
+            self.database,
+            self.stored,
+            self.first_count,
+            self.secs,
+            self.rate(),
+            self.ingested_rate,
+            self.inserts,
+            self.first_row_after_s,
+            per_event(self.cpu_stream_s),
+            per_event(self.cpu_total_s),
+            self.clickhouse_cpu_s
+                .map_or("?".into(), |s| format!("{:.2}", per_event(s))),
+            self.broker_cpu_s
+                .map_or("?".into(), |s| format!("{:.2}", per_event(s))),
+            self.peak_rss_kb / 1024,
+            self.epochs,
+            self.flush_seconds,
+            self.rollup_rows,
+            self.window_minute_rows,
+        )
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct IngestedSpan {
+    min_ms: i64,
+    max_ms: i64,
+    at_min: u64,
+    inserts: u64,
+}
+
+async fn aggregator_round(common: &Common, a: &AggArgs) -> anyhow::Result<AggResult> {
+    let bin = sibling_binary("costpipe-aggregator", &a.aggregator_bin)?;
+    let database = format!("bench_agg_{}", short_id());
+    let extra: Vec<(String, String)> = a
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let ch = ch_client(&common.clickhouse_url);
+    let ch_pid = stack_pid(&common.stack_dir, "clickhouse");
+    let broker_pid = stack_pid(&common.stack_dir, "kafka");
+    let spawned = Instant::now();
+    let mut agg = Aggregator::spawn(&bin, common, &a.topic, &database, &extra)?;
+    let pid = agg.pid();
+    let count_sql = format!("SELECT count() FROM {database}.usage_events_priced");
+    let sampling = Arc::new(AtomicBool::new(a.sample_clickhouse_ms > 0));
+    let sampler = (a.sample_clickhouse_ms > 0).then(|| {
+        tokio::spawn(sample_clickhouse(
+            ch.clone(),
+            database.clone(),
+            a.sample_clickhouse_ms,
+            sampling.clone(),
+        ))
+    });
+    let mut first: Option<(Instant, u64)> = None;
+    let mut cpu_first = 0.0;
+    let (mut ch_first, mut broker_first) = (None, None);
+    let mut perf: Option<Child> = None;
+    let mut last_change = Instant::now();
+    let mut last_count = 0;
+    let done_at;
+    loop {
+        agg.assert_running()?;
+        let n = ch_count(&ch, &count_sql).await;
+        let now = Instant::now();
+        if n > 0 && first.is_none() {
+            first = Some((now, n));
+            cpu_first = cpu_seconds(pid).unwrap_or(0.0);
+            ch_first = ch_pid.and_then(cpu_seconds);
+            broker_first = broker_pid.and_then(cpu_seconds);
+            if let Some(out) = &a.perf_out {
+                let mut cmd = Command::new("perf");
+                cmd.arg("record")
+                    .args(a.perf_args.split_whitespace())
+                    .arg("-o")
+                    .arg(out)
+                    .args(["-p", &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                perf = Some(cmd.spawn().context("starting perf")?);
+            }
+        }
+        if n != last_count {
+            last_count = n;
+            last_change = now;
+        }
+        if n >= a.events {
+            done_at = now;
+            break;
+        }
+        if last_change.elapsed() > Duration::from_secs(a.stall_s) {
+            eprintln!(
+                "stalled at {n} of {} rows for {} s; reporting what was stored",
+                a.events, a.stall_s
+            );
+            done_at = last_change;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu_last = cpu_seconds(pid).unwrap_or(0.0);
+    let ch_last = ch_pid.and_then(cpu_seconds);
+    let broker_last = broker_pid.and_then(cpu_seconds);
+    if let Some(mut p) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
+    let peak_rss_kb = status_kb(pid, "VmHWM").unwrap_or(0);
+    sampling.store(false, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let (samples, busy) = s.await?;
+        let mut busy: Vec<_> = busy.into_iter().collect();
+        busy.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        println!("ClickHouse samples (share of {samples} samples in which each was running):");
+        for (what, n) in busy {
+            println!(
+                "  {:5.1} %  {what}",
+                n as f64 * 100.0 / samples.max(1) as f64
+            );
+        }
+    }
+    let metrics = agg.metrics();
+    agg.stop().await;
+    let (first_at, first_count) = first.context("no row was ever stored")?;
+    let stored = ch_count(&ch, &count_sql).await;
+    let span: IngestedSpan = ch
+        .query(&format!(
+            "SELECT toInt64(toUnixTimestamp64Milli(min(ingested_at))) AS min_ms, \
+             toInt64(toUnixTimestamp64Milli(max(ingested_at))) AS max_ms, \
+             countIf(ingested_at = (SELECT min(ingested_at) FROM {database}.usage_events_priced)) AS at_min, \
+             uniqExact(ingested_at) AS inserts FROM {database}.usage_events_priced"
+        ))
+        .fetch_one()
+        .await?;
+    let rollup_rows = ch_count(
+        &ch,
+        &format!("SELECT count() FROM {database}.usage_cost_minute"),
+    )
+    .await;
+    let window_minute_rows = ch_count(
+        &ch,
+        &format!("SELECT count() FROM {database}.usage_window_minute"),
+    )
+    .await;
+    if !a.keep_db {
+        ch.query(&format!("DROP DATABASE IF EXISTS {database}"))
+            .execute()
+            .await?;
+    }
+    let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+    Ok(AggResult {
+        database,
+        stored,
+        first_count,
+        secs: (done_at - first_at).as_secs_f64(),
+        first_row_after_s: (first_at - spawned).as_secs_f64(),
+        ingested_rate: (stored - span.at_min) as f64
+            / ((span.max_ms - span.min_ms).max(1) as f64 / 1000.0),
+        inserts: span.inserts,
+        cpu_stream_s: cpu_last - cpu_first,
+        cpu_total_s: cpu_last,
+        clickhouse_cpu_s: delta(ch_first, ch_last),
+        broker_cpu_s: delta(broker_first, broker_last),
+        peak_rss_kb,
+        flush_seconds: metric(&metrics, "flush_seconds_total").unwrap_or(f64::NAN),
+        epochs: metric(&metrics, "epochs_written_total").unwrap_or(f64::NAN),
+        rollup_rows,
+        window_minute_rows,
+    })
+}
+
+#[derive(Row, Deserialize)]
+struct Running {
+    query: String,
+}
+
+/// Polls `system.processes` and `system.merges`, until `on` turns false, counting in how
+/// many samples each kind of request of `database` was running. (samples, counts)
+async fn sample_clickhouse(
+    ch: clickhouse::Client,
+    database: String,
+    every_ms: u64,
+    on: Arc<AtomicBool>,
+) -> (u64, BTreeMap<String, u64>) {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut samples = 0;
+    let sql = format!(
+        "SELECT query FROM system.processes WHERE current_database = '{database}' \
+         UNION ALL SELECT concat('MERGE ', table) AS query FROM system.merges WHERE database = '{database}'"
+    );
+    while on.load(Ordering::Relaxed) {
+        if let Ok(rows) = ch.query(&sql).fetch_all::<Running>().await {
+            samples += 1;
+            let mut kinds: Vec<&'static str> = rows
+                .iter()
+                .filter_map(|r| classify(&r.query, &database))
+                .collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            let any = !kinds.is_empty();
+            for k in kinds {
+                *counts.entry(k.to_string()).or_default() += 1;
+            }
+            if any {
+                *counts.entry("(any of the above)".into()).or_default() += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+    (samples, counts)
+}
+
+fn classify(query: &str, database: &str) -> Option<&'static str> {
+    let q = query.to_ascii_lowercase();
+    if q.contains("system.processes") || q.contains("sleepeachrow") {
+        return None;
+    }
+    if q.starts_with("merge ") {
+        return Some(if q.contains("usage_events_priced") {
+            "merge: usage_events_priced"
+        } else {
+            "merge: rollup/window/marker tables"
+        });
+    }
+    if q.contains("select count() from") && q.contains(database) {
+        return None; // this benchmark's own progress poll
+    }
+    Some(
+        if q.starts_with("insert") && q.contains("usage_events_priced") {
+            "INSERT usage_events_priced (+ its views)"
+        } else if q.starts_with("insert") && q.contains("ingest_positions") {
+            "INSERT ingest_positions (intent/claim)"
+        } else if q.starts_with("insert") {
+            "INSERT other"
+        } else if q.contains("ingest_epochs_done") && q.contains("max(generation)") {
+            "SELECT fence + marker check (verify)"
+        } else if q.contains("from usage_events_priced") || q.contains("from usage_window_minute") {
+            "SELECT restore reads"
+        } else {
+            "SELECT other"
+        },
+    )
+}
+
+async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
+    let mut threads = vec![1];
+    threads.extend(a.raw_threads.iter().copied().filter(|t| *t != 1));
+    let mut raw: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let mut agg_rates = Vec::new();
+    let mut agg_cpu = Vec::new();
+    let mut agg_ch_cpu = Vec::new();
+    let mut agg_rss = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 1..=a.rounds {
+        let mut raw1 = f64::NAN;
+        for &t in &threads {
+            let r = raw_round(
+                common,
+                &RawArgs {
+                    topic: a.agg.topic.clone(),
+                    events: a.agg.events,
+                    threads: t,
+                },
+            )
+            .await?;
+            println!("round {round}: {}", r.line(t));
+            anyhow::ensure!(
+                r.events == a.agg.events,
+                "raw round read {} events, expected {}",
+                r.events,
+                a.agg.events
+            );
+            if t == 1 {
+                raw1 = r.rate();
+            }
+            raw.entry(t).or_default().push(r.rate());
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let r = aggregator_round(common, &a.agg).await?;
+        println!("round {round}: {}", r.line());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ratios.push(r.rate() / raw1);
+        agg_rates.push(r.rate());
+        agg_cpu.push(r.cpu_stream_s * 1e6 / r.stored as f64);
+        if let Some(c) = r.clickhouse_cpu_s {
+            agg_ch_cpu.push(c * 1e6 / r.stored as f64);
+        }
+        agg_rss.push(r.peak_rss_kb as f64 / 1024.0);
+    }
+    println!();
+    println!("| what | events/s (median of {}) | rounds |", a.rounds);
+    println!("|---|---:|---|");
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (t, v) in &raw {
+        println!(
+            "| raw: rdkafka + UsageCodec::decode, {t} thread(s) | {:.0} | {} |",
+            median(v.clone()),
+            fmt(v)
+        );
+    }
+    println!(
+        "| costpipe-aggregator, first row to last | {:.0} | {} |",
+        median(agg_rates.clone()),
+        fmt(&agg_rates)
+    );
+    println!(
+        "\naggregator / raw (1 thread, same round): median {:.1} % (rounds: {})",
+        median(ratios.clone()) * 100.0,
+        ratios
+            .iter()
+            .map(|r| format!("{:.1} %", r * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "aggregator CPU per event, first row to last: median {:.2} µs ({:?}); ClickHouse {:.2} µs; peak RSS median {:.0} MB",
+        median(agg_cpu.clone()),
+        agg_cpu.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>(),
+        median(agg_ch_cpu),
+        median(agg_rss)
+    );
+    Ok(())
+}
+
+// --- restore --------------------------------------------------------------------------------
+
+/// As `kafka_source::restore_since`: the first of last month, a day early.
+fn restore_since(now_ms: i64) -> i64 {
+    use chrono::{Datelike, TimeZone};
+    let now = chrono::Utc
+        .timestamp_millis_opt(now_ms)
+        .single()
+        .unwrap_or_default();
+    let (y, m) = if now.month() == 1 {
+        (now.year() - 1, 12)
+    } else {
+        (now.year(), now.month() - 1)
+    };
+    chrono::Utc
+        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .map_or(0, |t| t.timestamp_millis() - 86_400_000)
+}
+
+fn rss_kb() -> u64 {
+    status_kb(std::process::id(), "VmRSS").unwrap_or(0)
+}
+
+async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
+    let database = format!("bench_restore_{}", short_id());
+    let topic = "bench.restore";
+    let args = ClickHouseArgs {
+        url: common.clickhouse_url.clone(),
+        database: database.clone(),
+        timeout_ms: 600_000,
+        ..ClickHouseArgs::default()
+    };
+    let store = ClickHouseStore::new(&args)?;
+    store.migrate().await?;
+    let ch = ch_client(&common.clickhouse_url);
+    // Keys: tenant = n % 1000, department = n / 1000 % 100, model = n / 100000 (distinct for
+    // n < 1e6; beyond, models go on counting). Each key has one minute, spread over the last
+    // 24 h, so the rolling windows and today's and yesterday's days get bins.
+    let insert_started = Instant::now();
+    ch.query(&format!(
+        "INSERT INTO {database}.usage_window_minute \
+         (source_topic, source_partition, tenant_id, department, model, minute, events, \
+          input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+          cache_write_1h_tokens, billing_cost) \
+         SELECT '{topic}', 0, concat('tenant-', toString(number % 1000)), \
+          concat('dept-', toString(intDiv(number, 1000) % 100)), \
+          concat('model-', toString(intDiv(number, 100000))), \
+          toStartOfMinute(now() - toIntervalSecond(number % 86400)), \
+          1 + number % 7, 1200, 300, 0, 0, 0, 0, toDecimal128(0.0025, 12) \
+         FROM numbers({})",
+        a.keys
+    ))
+    .execute()
+    .await?;
+    println!(
+        "inserted {} window-minute rows into {database}.usage_window_minute in {:.1}s",
+        a.keys,
+        insert_started.elapsed().as_secs_f64()
+    );
+    let distinct = ch_count(
+        &ch,
+        &format!(
+            "SELECT uniqExact(tenant_id, department, model) FROM {database}.usage_window_minute"
+        ),
+    )
+    .await;
+    println!("distinct keys stored: {distinct}");
+    let catalog = Arc::new(Catalog::builtin());
+    let (mut reads, mut rebuilds) = (Vec::new(), Vec::new());
+    for round in 1..=a.rounds {
+        let now = chrono::Utc::now().timestamp_millis();
+        let rss_before = rss_kb();
+        let t = Instant::now();
+        let minutes = store.window_minutes(topic, 0, restore_since(now)).await?;
+        let read_s = t.elapsed().as_secs_f64();
+        let rss_rows = rss_kb();
+        let mut processor = Processor::new(
+            topic,
+            catalog.clone(),
+            ValidationLimits::default(),
+            EpochPolicy {
+                max_records: 50_000,
+                max_age_ms: 1_000,
+            },
+        );
+        let t = Instant::now();
+        // What `Pipeline::apply_partition_changes` does for an assigned partition.
+        processor.assign_at(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::restored(Vec::new()),
+            now,
+        );
+        let mut restored_tenants = std::collections::BTreeSet::new();
+        let mut errors = 0u64;
+        for m in &minutes {
+            if processor
+                .restore_minute(
+                    0,
+                    &m.tenant_id,
+                    &m.department,
+                    &m.model,
+                    m.minute_s.saturating_mul(1000),
+                    &m.amounts(),
+                    now,
+                )
+                .is_err()
+            {
+                errors += 1;
+            }
+            restored_tenants.insert(m.tenant_id.clone());
+        }
+        let rebuild_s = t.elapsed().as_secs_f64();
+        let (keys, bytes) = processor.window_size();
+        let rss_windows = rss_kb();
+        println!(
+            "round {round}: read {} rows in {read_s:.2}s ({:.0} rows/s, RSS +{} MB for the rows); \
+             rebuild {keys} keys in {rebuild_s:.2}s ({:.2} µs/row, {errors} errors, {} tenants); \
+             heap_bytes {} MB ({} B/key), RSS +{} MB for the windows",
+            minutes.len(),
+            minutes.len() as f64 / read_s,
+            rss_rows.saturating_sub(rss_before) / 1024,
+            rebuild_s * 1e6 / minutes.len().max(1) as f64,
+            restored_tenants.len(),
+            bytes / (1 << 20),
+            bytes / keys.max(1),
+            rss_windows.saturating_sub(rss_rows) / 1024,
+        );
+        reads.push(read_s);
+        rebuilds.push(rebuild_s);
+        drop(processor);
+        drop(minutes);
+    }
+    println!(
+        "median: read {:.2}s, rebuild {:.2}s, total {:.2}s",
+        median(reads.clone()),
+        median(rebuilds.clone()),
+        median(reads.iter().zip(&rebuilds).map(|(a, b)| a + b).collect())
+    );
+    if !a.keep {
+        ch.query(&format!("DROP DATABASE {database}"))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
+// --- latency --------------------------------------------------------------------------------
+
+#[derive(Row, Deserialize)]
+struct SeenRow {
+    id: String,
+    ingested_ms: i64,
+}
+
+/// State shared between the benchmark's threads.
+type Shared<T> = Arc<Mutex<T>>;
+
+struct Produced {
+    at_ms: f64,
+    measured: bool,
+}
+
+fn summary(name: &str, mut v: Vec<f64>, expected: usize) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{name}: n={} of {expected}, p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        v.len(),
+        percentile(&v, 50.0),
+        percentile(&v, 90.0),
+        percentile(&v, 99.0),
+        v.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
+    let bin = sibling_binary("costpipe-aggregator", &a.aggregator_bin)?;
+    let id = short_id();
+    let topic = format!("bench.latency.{id}");
+    let database = format!("bench_lat_{id}");
+    ensure_topics(
+        &common.brokers,
+        &[TopicSpec {
+            name: topic.clone(),
+            partitions: a.partitions,
+            compacted: false,
+        }],
+    )
+    .await?;
+    let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &[])?;
+    // Wait for every partition to be taken up.
+    let started = Instant::now();
+    loop {
+        agg.assert_running()?;
+        let m = agg.metrics();
+        if metric(&m, "assigned_partitions") == Some(a.partitions as f64) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "partitions not assigned after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "aggregator holds {} partitions after {:.1}s",
+        a.partitions,
+        started.elapsed().as_secs_f64()
+    );
+    let tenants: Vec<String> = (0..a.tenants).map(|i| format!("lat-{i}")).collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &common.brokers)
+        // The emitter's settings (ingest/src/emitter.rs, linger at its default).
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "10")
+        .set("batch.size", (1 << 20).to_string())
+        .create()?;
+    let codec = UsageCodec::current();
+    let produced: Arc<Mutex<HashMap<uuid::Uuid, Produced>>> = Default::default();
+    // Per tenant, produce times in order: the live view's count c means the first c are in.
+    let per_tenant: Shared<Vec<Vec<(f64, bool)>>> =
+        Arc::new(Mutex::new(vec![Vec::new(); a.tenants]));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // ClickHouse poller: the first poll that returns an id is when its row is visible.
+    let ch_seen: Arc<Mutex<HashMap<uuid::Uuid, (f64, i64)>>> = Default::default();
+    let ch_rtt: Arc<Mutex<Vec<f64>>> = Default::default();
+    let ch_task = {
+        let (ch, seen, stop, rtt) = (
+            ch_client(&common.clickhouse_url),
+            ch_seen.clone(),
+            stop.clone(),
+            ch_rtt.clone(),
+        );
+        let (database, poll) = (database.clone(), a.ch_poll_ms);
+        tokio::spawn(async move {
+            let mut since = wall_ms() as i64 - 60_000;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = wall_ms();
+                let rows = ch
+                    .query(&format!(
+                        "SELECT toString(event_id) AS id, \
+                         toInt64(toUnixTimestamp64Milli(ingested_at)) AS ingested_ms \
+                         FROM {database}.usage_events_priced \
+                         WHERE ingested_at >= fromUnixTimestamp64Milli(toInt64({since}))"
+                    ))
+                    .fetch_all::<SeenRow>()
+                    .await;
+                let t1 = wall_ms();
+                if let Ok(rows) = rows {
+                    rtt.lock().unwrap().push(t1 - t0);
+                    let mut seen = seen.lock().unwrap();
+                    for r in rows {
+                        if let Ok(id) = uuid::Uuid::parse_str(&r.id) {
+                            seen.entry(id).or_insert((t1, r.ingested_ms));
+                        }
+                        since = since.max(r.ingested_ms - 10_000);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(poll)).await;
+            }
+        })
+    };
+
+    // Live-view poller: per tenant, the `month` events count summed over its keys.
+    let live_seen: Arc<Mutex<Vec<Vec<f64>>>> = Arc::new(Mutex::new(vec![Vec::new(); a.tenants]));
+    let live_rtt: Arc<Mutex<Vec<f64>>> = Default::default();
+    let live_thread = {
+        let (addr, tenants, seen, stop, rtt) = (
+            agg.metrics_addr.clone(),
+            tenants.clone(),
+            live_seen.clone(),
+            stop.clone(),
+            live_rtt.clone(),
+        );
+        let poll = a.live_poll_ms;
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (i, t) in tenants.iter().enumerate() {
+                    let t0 = wall_ms();
+                    let Ok((200, body)) = http_get(&addr, &format!("/v1/live/tenants/{t}")) else {
+                        continue;
+                    };
+                    let t1 = wall_ms();
+                    rtt.lock().unwrap().push(t1 - t0);
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                        continue;
+                    };
+                    let count: u64 = v["keys"]
+                        .as_array()
+                        .map(|keys| {
+                            keys.iter()
+                                .filter_map(|k| k["windows"]["month"]["events"].as_u64())
+                                .sum()
+                        })
+                        .unwrap_or(0);
+                    let mut seen = seen.lock().unwrap();
+                    let s = &mut seen[i];
+                    while (s.len() as u64) < count {
+                        s.push(t1);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(poll));
+            }
+        })
+    };
+
+    // A plain consumer of the same topic: the Kafka part of both latencies.
+    let kafka_seen: Arc<Mutex<HashMap<uuid::Uuid, f64>>> = Default::default();
+    let kafka_thread = {
+        let (brokers, topic, seen, stop) = (
+            common.brokers.clone(),
+            topic.clone(),
+            kafka_seen.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", format!("bench-lat-raw-{}", short_id()))
+                .set("enable.auto.commit", "false")
+                .set("fetch.queue.backoff.ms", "10")
+                .create()?;
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions_of(&brokers, &topic)? {
+                tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+            }
+            consumer.assign(&tpl)?;
+            let codec = UsageCodec::current();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    let at = wall_ms();
+                    if let Some(e) = m.payload().and_then(|p| codec.decode(p).ok()) {
+                        seen.lock().unwrap().insert(e.event_id, at);
+                    }
+                }
+            }
+            Ok(())
+        })
+    };
+
+    // Producer: a steady rate, paced against the clock.
+    let total = a.rate * (a.warmup_s + a.seconds);
+    let warmup = a.rate * a.warmup_s;
+    let mut deliveries = Vec::with_capacity(total as usize);
+    let t0 = Instant::now();
+    let mut cpu_start = None;
+    for i in 0..total {
+        let due = Duration::from_secs_f64(i as f64 / a.rate as f64);
+        let elapsed = t0.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+        if i == warmup {
+            cpu_start = cpu_seconds(agg.pid());
+        }
+        let tenant = (i as usize) % a.tenants;
+        let at = wall_ms();
+        let mut e = UsageEvent::new(
+            uuid::Uuid::new_v4(),
+            at as i64,
+            tenants[tenant].clone(),
+            "openai",
+            "gpt-4o-mini",
+        );
+        e.department = Some("engineering".into());
+        e.input_tokens = 1200;
+        e.output_tokens = 300;
+        let bytes = codec.encode(&e)?;
+        let measured = i >= warmup;
+        produced.lock().unwrap().insert(
+            e.event_id,
+            Produced {
+                at_ms: at,
+                measured,
+            },
+        );
+        per_tenant.lock().unwrap()[tenant].push((at, measured));
+        let record = FutureRecord::to(&topic)
+            .key(tenants[tenant].as_bytes())
+            .payload(&bytes);
+        match producer.send_result(record) {
+            Ok(d) => deliveries.push(d),
+            Err((e, _)) => anyhow::bail!("produce failed: {e}"),
+        }
+    }
+    let produce_s = t0.elapsed().as_secs_f64();
+    let cpu_end = cpu_seconds(agg.pid());
+    let mut failed = 0;
+    for d in deliveries {
+        if !matches!(d.await, Ok(Ok(_))) {
+            failed += 1;
+        }
+    }
+    println!(
+        "produced {total} events ({warmup} warm-up) in {produce_s:.1}s ({:.0}/s), {failed} failed",
+        total as f64 / produce_s
+    );
+    // Wait until everything was seen in both places (or 30 s).
+    let waited = Instant::now();
+    loop {
+        let ch_n = ch_seen.lock().unwrap().len() as u64;
+        let live_n: u64 = live_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.len() as u64)
+            .sum();
+        if (ch_n >= total && live_n >= total) || waited.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = ch_task.await;
+    let _ = live_thread.join();
+    let _ = kafka_thread.join();
+    let metrics = agg.metrics();
+    agg.stop().await;
+    if !a.keep_db {
+        ch_client(&common.clickhouse_url)
+            .query(&format!("DROP DATABASE IF EXISTS {database}"))
+            .execute()
+            .await?;
+    }
+
+    let produced = produced.lock().unwrap();
+    let measured_n = produced.values().filter(|p| p.measured).count();
+    let mut to_row = Vec::new();
+    let mut to_ingested_at = Vec::new();
+    for (id, (seen_at, ingested_ms)) in ch_seen.lock().unwrap().iter() {
+        if let Some(p) = produced.get(id).filter(|p| p.measured) {
+            to_row.push(seen_at - p.at_ms);
+            to_ingested_at.push(*ingested_ms as f64 - p.at_ms);
+        }
+    }
+    let mut to_kafka = Vec::new();
+    for (id, seen_at) in kafka_seen.lock().unwrap().iter() {
+        if let Some(p) = produced.get(id).filter(|p| p.measured) {
+            to_kafka.push(seen_at - p.at_ms);
+        }
+    }
+    let mut to_live = Vec::new();
+    let per_tenant = per_tenant.lock().unwrap();
+    for (t, seen) in live_seen.lock().unwrap().iter().enumerate() {
+        for (k, seen_at) in seen.iter().enumerate() {
+            if let Some(&(at, true)) = per_tenant[t].get(k) {
+                to_live.push(seen_at - at);
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "{}",
+        summary(
+            "production → row visible in ClickHouse (poll)",
+            to_row,
+            measured_n
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "production → ingested_at (insert built)",
+            to_ingested_at,
+            measured_n
+        )
+    );
+    println!(
+        "{}",
+        summary("production → live view month count", to_live, measured_n)
+    );
+    println!(
+        "{}",
+        summary(
+            "production → received by a plain rdkafka consumer",
+            to_kafka,
+            measured_n
+        )
+    );
+    println!(
+        "poll round trips: ClickHouse mean {:.1} ms every +{} ms; live view mean {:.2} ms per tenant, {} tenants, every +{} ms",
+        mean(&ch_rtt.lock().unwrap()),
+        a.ch_poll_ms,
+        mean(&live_rtt.lock().unwrap()),
+        a.tenants,
+        a.live_poll_ms
+    );
+    if let (Some(s), Some(e)) = (cpu_start, cpu_end) {
+        println!(
+            "aggregator CPU during the measured phase: {:.1} % of a core ({:.1} µs/event)",
+            (e - s) / a.seconds as f64 * 100.0,
+            (e - s) * 1e6 / (a.rate * a.seconds) as f64
+        );
+    }
+    println!(
+        "epochs written {}, time inside writes {:.1}s, database {database}, topic {topic}",
+        metric(&metrics, "epochs_written_total").unwrap_or(f64::NAN),
+        metric(&metrics, "flush_seconds_total").unwrap_or(f64::NAN),
+    );
+    Ok(())
+}
