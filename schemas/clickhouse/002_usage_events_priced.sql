@@ -38,9 +38,7 @@ CREATE TABLE IF NOT EXISTS {db}.usage_events_priced
     labels              Map(String, String),
     source_partition    Int32,
     source_offset       Int64,
-    ingested_at         DateTime64(3, 'UTC'),
-    -- The aggregator looks up event ids of each epoch to count every event once.
-    INDEX event_id_bloom event_id TYPE bloom_filter GRANULARITY 4
+    ingested_at         DateTime64(3, 'UTC')
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)

@@ -74,6 +74,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "014_events_ingested_index",
         sql: include_str!("../clickhouse/014_events_ingested_index.sql"),
     },
+    Migration {
+        name: "015_drop_event_id_bloom",
+        sql: include_str!("../clickhouse/015_drop_event_id_bloom.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).
@@ -93,7 +97,7 @@ mod tests {
         for m in MIGRATIONS {
             let sql = m.render("costpipe");
             assert!(
-                sql.contains("IF NOT EXISTS"),
+                sql.contains("IF NOT EXISTS") || sql.contains("DROP INDEX IF EXISTS"),
                 "{} must be idempotent",
                 m.name
             );
