@@ -20,8 +20,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use costpipe_aggregator_core::{
-    BudgetTracker, Disposition, EpochWrite, Period, Processor, RecentIds, RecentIdsPolicy,
-    RetryPolicy, SourceRecord,
+    BudgetTracker, EpochWrite, Period, Processor, RecentIds, RecentIdsPolicy, RetryPolicy,
+    SourceRecord,
 };
 use costpipe_kafka::{DeadLetterProducer, RegistryClient, TopicSpec};
 use costpipe_pricing::Catalog;
@@ -195,19 +195,8 @@ impl Pipeline {
                         key: msg.key(),
                         payload: msg.payload(),
                     };
-                    let disposition = self.processor.handle_record(rec, now_ms());
-                    match disposition {
-                        Disposition::DeadLettered(code) => {
-                            self.metrics
-                                .dead_letters
-                                .get_or_create(&ReasonLabel { reason: code.to_string() })
-                                .inc();
-                        }
-                        Disposition::Duplicate => {
-                            self.metrics.events_duplicate.inc();
-                        }
-                        Disposition::Accepted | Disposition::Ignored => {}
-                    }
+                    // Counted when their epoch is stored, so that a rebuilt epoch is not counted twice.
+                    self.processor.handle_record(rec, now_ms());
                     since_check += 1;
                     if since_check >= 1024 {
                         since_check = 0;
@@ -269,20 +258,27 @@ impl Pipeline {
             } => {
                 self.metrics.epochs_written.inc();
                 self.metrics.flush_seconds_total.inc_by(seconds);
-                if !epoch.replay {
-                    self.metrics.events_priced.inc_by(epoch.events.len() as u64);
-                    self.metrics.events_unpriced.inc_by(
-                        epoch
-                            .events
-                            .iter()
-                            .filter(|e| e.priced.is_unpriced())
-                            .count() as u64,
-                    );
-                    self.metrics
-                        .events_late
-                        .inc_by(epoch.events.iter().filter(|e| e.late).count() as u64);
-                }
+                // A rebuilt epoch is rebuilt only because its first write never completed, so
+                // counting every completed epoch counts each record once.
+                self.metrics.events_priced.inc_by(epoch.events.len() as u64);
+                self.metrics.events_unpriced.inc_by(
+                    epoch
+                        .events
+                        .iter()
+                        .filter(|e| e.priced.is_unpriced())
+                        .count() as u64,
+                );
+                self.metrics
+                    .events_late
+                    .inc_by(epoch.events.iter().filter(|e| e.late).count() as u64);
+                self.metrics.events_duplicate.inc_by(epoch.duplicates);
                 for dl in &epoch.dead_letters {
+                    self.metrics
+                        .dead_letters
+                        .get_or_create(&ReasonLabel {
+                            reason: dl.reason_code.to_string(),
+                        })
+                        .inc();
                     tracing::warn!(partition = dl.partition, offset = dl.offset, reason_code = dl.reason_code, error = %dl.reason, "dead letter");
                 }
                 let mut commit = TopicPartitionList::new();

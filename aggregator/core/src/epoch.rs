@@ -46,6 +46,7 @@ pub(crate) struct OpenEpoch {
     pub opened_at_ms: i64,
     pub events: Vec<PricedEvent>,
     pub dead_letters: Vec<DeadLetter>,
+    pub duplicates: u64,
 }
 
 impl OpenEpoch {
@@ -56,6 +57,7 @@ impl OpenEpoch {
             opened_at_ms,
             events: Vec::new(),
             dead_letters: Vec::new(),
+            duplicates: 0,
         }
     }
 
@@ -71,6 +73,7 @@ impl OpenEpoch {
     /// A record that leaves no trace (a dropped duplicate) still belongs to the range.
     pub fn add_skipped(&mut self, offset: i64) {
         self.next_offset = offset + 1;
+        self.duplicates += 1;
     }
 
     pub fn add_dead_letter(&mut self, dl: DeadLetter) {
@@ -93,6 +96,7 @@ impl OpenEpoch {
             catalog_version: catalog_version.to_string(),
             events: self.events,
             dead_letters: self.dead_letters,
+            duplicates: self.duplicates,
             replay,
         }
     }
@@ -110,6 +114,8 @@ pub struct SealedEpoch {
     pub catalog_version: String,
     pub events: Vec<PricedEvent>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Exact copies of counted events dropped from the range.
+    pub duplicates: u64,
     /// Rebuilt from a checkpoint after a restart: its dead letters were already forwarded.
     pub replay: bool,
 }

@@ -239,6 +239,7 @@ mod tests {
                     reason: "x".into(),
                 })
                 .collect(),
+            duplicates: 0,
             replay: false,
         }
     }
