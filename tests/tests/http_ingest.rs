@@ -332,6 +332,8 @@ async fn rejected_events_and_bodies_are_dead_lettered_with_reasons_and_counted()
     let mut old = event("acme");
     old.event_time = now - 3650 * 86_400_000;
     let mut unknown = serde_json::to_value(event("acme")).unwrap();
+    let mut good_with_label = event("acme");
+    good_with_label.labels.insert("team".into(), "a".into());
     unknown["cache_input_tokens"] = 5.into();
     let lines: Vec<(&str, Vec<u8>)> = vec![
         ("accepted", json(&good)),
@@ -341,6 +343,14 @@ async fn rejected_events_and_bodies_are_dead_lettered_with_reasons_and_counted()
         ("invalid_utf8", b"{\"tenant_id\": \"ac\xffme\"}".to_vec()),
         ("unknown_field", unknown.to_string().into_bytes()),
         ("event_time_out_of_range", json(&old)),
+        // `labels` with a key given twice (a map would silently keep the last).
+        (
+            "duplicate_label_key",
+            String::from_utf8(json(&good_with_label))
+                .unwrap()
+                .replace(r#""team":"a""#, r#""team":"a","team":"b""#)
+                .into_bytes(),
+        ),
     ];
     let mut body = Vec::new();
     for (_, l) in &lines {
@@ -357,7 +367,7 @@ async fn rejected_events_and_bodies_are_dead_lettered_with_reasons_and_counted()
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(
         (a.body["accepted"].as_u64(), a.body["rejected"].as_u64()),
-        (Some(1), Some(6))
+        (Some(1), Some(7))
     );
     for (i, (code, _)) in lines.iter().enumerate() {
         let r = &a.body["results"][i];
@@ -439,11 +449,11 @@ async fn rejected_events_and_bodies_are_dead_lettered_with_reasons_and_counted()
     }
     // Cut to the cap, with the size of what was received.
     assert_eq!(
-        header(&letters[6], "costpipe.truncated").as_deref(),
+        header(&letters[7], "costpipe.truncated").as_deref(),
         Some("true")
     );
     assert_eq!(
-        header(&letters[7], "costpipe.original_size"),
+        header(&letters[8], "costpipe.original_size"),
         Some(huge.len().to_string())
     );
     assert_eq!(header(&letters[0], "costpipe.truncated"), None);

@@ -50,6 +50,46 @@ pub struct HttpIngestConfig {
     /// Largest request body, in bytes (larger: 413 body_too_large).
     #[arg(long, env = "COSTPIPE_INGEST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, in milliseconds; an HTTP/1
+    /// keep-alive connection waiting for its next request is closed after this too.
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// Deadline of a whole request (body included) until the answer, in milliseconds
+    /// (past it: 408 request_timeout).
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub request_timeout_ms: u64,
+    /// Idle keep-alive bound, in milliseconds: HTTP/2 connections are pinged at this
+    /// interval and closed when a ping is not answered within it (0: no HTTP/1 keep-alive,
+    /// no pings). HTTP/1 idle connections are closed by the header-read timeout.
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_IDLE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub idle_timeout_ms: u64,
+    /// Most open connections; past it, new connections are closed at accept.
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+    /// Most requests in flight on one connection (HTTP/2 concurrent streams; HTTP/1 serves
+    /// one at a time).
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_MAX_REQUESTS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_requests_per_connection: u32,
     /// Most events in one request (more: 413 batch_too_large).
     #[arg(
         long,

@@ -30,7 +30,7 @@ pub fn parse_event(raw: &[u8], reject_unknown_fields: bool) -> Result<UsageEvent
             ),
         )
     })?;
-    match deserialize_checked(text, reject_unknown_fields) {
+    let parsed = match deserialize_checked(text, reject_unknown_fields) {
         Ok(event) => Ok(event),
         Err(Failure::Unknown(field)) => Err(unknown_field(&field)),
         Err(Failure::Json(e)) if e.is_syntax() || e.is_eof() => Err(Rejection::new(
@@ -38,7 +38,56 @@ pub fn parse_event(raw: &[u8], reject_unknown_fields: bool) -> Result<UsageEvent
             format!("the event is not well-formed JSON: {e}"),
         )),
         Err(Failure::Json(e)) => diagnose(text, e, reject_unknown_fields),
+    }?;
+    // The labels map keeps the last of two equal keys: look at the text again, only
+    // when there are labels at all.
+    if !parsed.labels.is_empty() {
+        if let Some(key) = duplicate_label_key(text) {
+            return Err(Rejection::new(
+                Reason::DuplicateLabelKey,
+                format!("the label key {key:?} appears more than once in `labels`"),
+            ));
+        }
     }
+    Ok(parsed)
+}
+
+/// The first key given twice inside the top-level `labels` object of `text` (a
+/// well-formed JSON object), if any.
+fn duplicate_label_key(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        labels: Option<KeysOnce>,
+    }
+    struct KeysOnce(Option<String>);
+    impl<'de> serde::Deserialize<'de> for KeysOnce {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = KeysOnce;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object of labels")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeysOnce, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    let mut duplicate = None;
+                    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                        map.next_value::<IgnoredAny>()?;
+                        if duplicate.is_none() && !seen.insert(key.to_string()) {
+                            duplicate = Some(key.into_owned());
+                        }
+                    }
+                    Ok(KeysOnce(duplicate))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Probe>(text)
+        .ok()
+        .and_then(|p| p.labels)
+        .and_then(|k| k.0)
 }
 
 enum Failure {
@@ -242,6 +291,25 @@ mod tests {
         parse_event(json.as_bytes(), true)
             .expect_err("rejected")
             .reason
+    }
+
+    #[test]
+    fn duplicate_label_keys_are_rejected() {
+        let json = serde_json::to_string(&full_event()).unwrap();
+        let dup = json.replace(
+            r#""region":"eu""#,
+            r#""region":"eu","team":"x","region":"us""#,
+        );
+        assert_ne!(dup, json);
+        let r = parse_event(dup.as_bytes(), true).unwrap_err();
+        assert_eq!(r.reason, Reason::DuplicateLabelKey);
+        assert!(r.message.contains("region"), "{}", r.message);
+        // Escapes naming the same key are the same key.
+        let escaped = json.replace(r#""region":"eu""#, r#""region":"eu","regio\u006e":"us""#);
+        assert_eq!(reason(&escaped), Reason::DuplicateLabelKey);
+        // The same key in two events' own objects, or a `labels` field nested elsewhere: fine.
+        let distinct = json.replace(r#""region":"eu""#, r#""region":"eu","zone":"eu""#);
+        assert!(parse_event(distinct.as_bytes(), true).is_ok());
     }
 
     #[test]

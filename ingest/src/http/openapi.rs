@@ -93,7 +93,8 @@ pub struct EventResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = "uuid")]
     pub event_id: Option<String>,
-    /// Machine-readable reason, for `rejected` and `failed`.
+    /// Machine-readable reason, for `rejected` and `failed` (for instance `negative_tokens`,
+    /// or `duplicate_label_key` when a key appears twice inside `labels`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "negative_tokens")]
     pub code: Option<String>,
@@ -195,7 +196,7 @@ mod tests {
         for ct in ["application/json", "application/x-ndjson"] {
             assert!(post["requestBody"]["content"].get(ct).is_some(), "{ct}");
         }
-        for status in ["202", "400", "401", "413", "503"] {
+        for status in ["202", "400", "401", "408", "413", "415", "503"] {
             assert!(post["responses"].get(status).is_some(), "{status}");
         }
         assert_eq!(

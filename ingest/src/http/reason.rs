@@ -23,6 +23,8 @@ pub enum Reason {
     InvalidEventTime,
     /// The event's tenant is not the tenant of the API key.
     TenantMismatch,
+    /// A key appears twice inside `labels` (JSON would silently keep the last).
+    DuplicateLabelKey,
     /// A validation rule shared with the emitter and the aggregator.
     Rule(RejectCode),
     /// Whole request: the body is over the configured size.
@@ -50,7 +52,7 @@ pub const RULES: [RejectCode; 11] = [
 
 impl Reason {
     /// Reasons that reject one event (the request goes on with the others).
-    pub const PER_EVENT: [Reason; 7] = [
+    pub const PER_EVENT: [Reason; 8] = [
         Reason::InvalidUtf8,
         Reason::InvalidJson,
         Reason::InvalidEvent,
@@ -58,6 +60,7 @@ impl Reason {
         Reason::InvalidEventId,
         Reason::InvalidEventTime,
         Reason::TenantMismatch,
+        Reason::DuplicateLabelKey,
     ];
 
     /// Reasons that reject a whole request.
@@ -78,6 +81,7 @@ impl Reason {
             Reason::InvalidEventId => "invalid_event_id",
             Reason::InvalidEventTime => "invalid_event_time",
             Reason::TenantMismatch => "tenant_mismatch",
+            Reason::DuplicateLabelKey => "duplicate_label_key",
             Reason::Rule(code) => code.as_str(),
             Reason::BodyTooLarge => "body_too_large",
             Reason::BatchTooLarge => "batch_too_large",

@@ -16,7 +16,12 @@ use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
 use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
 use rdkafka::producer::Producer;
+use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
 use crate::dead_letters::{DeadLetterProducer, NewDeadLetter, SOURCE_HTTP_INGEST};
@@ -39,6 +44,17 @@ pub struct IngestHttp {
     max_body_bytes: usize,
     usage_topic: String,
     metrics: Metrics,
+    connections: ConnectionLimits,
+}
+
+/// How connections and requests are bounded (see [`HttpIngestConfig`]).
+#[derive(Debug, Clone)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+    max_requests_per_connection: u32,
 }
 
 impl IngestHttp {
@@ -51,6 +67,19 @@ impl IngestHttp {
             "no API key configured: set COSTPIPE_INGEST_API_KEYS to tenant:sha256hex pairs"
         );
         anyhow::ensure!(config.max_batch_events > 0, "max_batch_events must be > 0");
+        anyhow::ensure!(
+            config.max_connections > 0 && config.max_connections <= u32::MAX as usize,
+            "max_connections must be between 1 and {}",
+            u32::MAX
+        );
+        anyhow::ensure!(
+            config.max_requests_per_connection > 0,
+            "max_requests_per_connection must be > 0"
+        );
+        anyhow::ensure!(
+            config.header_read_timeout_ms > 0 && config.request_timeout_ms > 0,
+            "header_read_timeout_ms and request_timeout_ms must be > 0"
+        );
         let rules = config.rules();
         let mut emitter_config = EmitterConfig::new(&config.kafka.brokers, &config.usage_topic);
         emitter_config.limits = rules.limits.clone();
@@ -79,6 +108,13 @@ impl IngestHttp {
             max_body_bytes: config.max_body_bytes,
             usage_topic: config.usage_topic.clone(),
             metrics: Metrics::new(),
+            connections: ConnectionLimits {
+                header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+                request_timeout: Duration::from_millis(config.request_timeout_ms),
+                idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+                max_connections: config.max_connections,
+                max_requests_per_connection: config.max_requests_per_connection,
+            },
         }))
     }
 
@@ -91,6 +127,16 @@ impl IngestHttp {
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi_json))
             .layer(DefaultBodyLimit::disable())
+            // The whole-request deadline: the handler (reading the body included) is
+            // dropped and the client answered 408, counted and explained below.
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                self.connections.request_timeout,
+            ))
+            .layer(axum::middleware::map_response_with_state(
+                self.clone(),
+                count_timeouts,
+            ))
             .with_state(self.clone())
     }
 
@@ -128,6 +174,23 @@ impl IngestHttp {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let now_ms = chrono::Utc::now().timestamp_millis();
+        let gzip = match headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("identity") => false,
+            Some("gzip") | Some("x-gzip") => true,
+            Some(other) => {
+                return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    &format!(
+                        "Content-Encoding {other:?} is not supported: send gzip or no encoding"
+                    ),
+                )
+            }
+        };
         let body = match read_limited(body, self.max_body_bytes, content_length).await {
             Ok(b) => b,
             Err(ReadError::TooLarge { prefix, received }) => {
@@ -160,6 +223,43 @@ impl IngestHttp {
                     &format!("the body could not be read: {e}"),
                 )
             }
+        };
+        let body = if gzip {
+            match gunzip_limited(&body, self.max_body_bytes) {
+                Ok(b) => b,
+                Err(GunzipError::TooLarge) => {
+                    let rejection = Rejection::new(
+                        Reason::BodyTooLarge,
+                        format!(
+                            "the gzip body decompresses to more than {} bytes, the limit",
+                            self.max_body_bytes
+                        ),
+                    );
+                    self.dead_letter_body(
+                        &body,
+                        Some(body.len()),
+                        &rejection,
+                        tenant,
+                        content_type,
+                        now_ms,
+                    )
+                    .await;
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        rejection.reason.as_str(),
+                        &rejection.message,
+                    );
+                }
+                Err(GunzipError::Invalid(e)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "unreadable_body",
+                        &format!("the gzip body could not be decompressed: {e}"),
+                    )
+                }
+            }
+        } else {
+            body
         };
         let judged = match judge_body(&body, content_type, tenant, &self.rules, now_ms) {
             Ok((format, judged)) => {
@@ -335,6 +435,30 @@ impl IngestHttp {
     }
 }
 
+/// Turns the deadline's bare 408 into an error body, and counts it.
+async fn count_timeouts(State(service): State<Arc<IngestHttp>>, resp: Response) -> Response {
+    if resp.status() != StatusCode::REQUEST_TIMEOUT {
+        return resp;
+    }
+    service.metrics.requests_timed_out.inc();
+    service
+        .metrics
+        .requests
+        .get_or_create(&StatusLabel { status: 408 })
+        .inc();
+    let mut resp = error(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        &format!(
+            "the request was not complete and answered within {} ms",
+            service.connections.request_timeout.as_millis()
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 fn result(
     index: usize,
     status: EventStatus,
@@ -374,6 +498,25 @@ enum ReadError {
     Io(axum::Error),
 }
 
+enum GunzipError {
+    TooLarge,
+    Invalid(std::io::Error),
+}
+
+/// Decompresses a gzip body (one or more members) into at most `limit` bytes.
+fn gunzip_limited(compressed: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity((compressed.len() * 4).min(limit));
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(GunzipError::Invalid)?;
+    if out.len() > limit {
+        return Err(GunzipError::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}
+
 /// Reads the body up to `limit` bytes. Past it, the rest is read and dropped (up to a
 /// bound) so that the client, still sending, gets to read the 413 answer.
 async fn read_limited(
@@ -409,7 +552,8 @@ async fn read_limited(
 /// Ingest usage events.
 ///
 /// The body is one JSON event, a JSON array of events, or NDJSON (one event per line;
-/// `Content-Type: application/x-ndjson`, or detected). Each event is validated with the
+/// `Content-Type: application/x-ndjson`, or detected), optionally `Content-Encoding: gzip`
+/// (decompressed within the body limit). Each event is validated with the
 /// shared rules and must belong to the API key's tenant. The answer lists each event's
 /// result in request order; it is sent once the broker acknowledged every accepted event,
 /// and every rejected one is on the dead-letter topic with its reason.
@@ -425,9 +569,11 @@ async fn read_limited(
     ),
     responses(
         (status = 202, description = "Per-event results: accepted or rejected with a code", body = IngestResponse),
-        (status = 400, description = "No event in the body, or a JSON array whose structure is broken (`empty_body`, `invalid_json`)", body = ErrorBody),
+        (status = 400, description = "No event in the body, a JSON array whose structure is broken, or a body that cannot be read or gunzipped (`empty_body`, `invalid_json`, `unreadable_body`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key (`unauthorized`)", body = ErrorBody),
-        (status = 413, description = "Body over the size limit (`body_too_large`) or more events than the batch limit (`batch_too_large`)", body = ErrorBody),
+        (status = 408, description = "The whole request (body included) was not received and answered within the request deadline, COSTPIPE_INGEST_REQUEST_TIMEOUT_MS, default 30 s (`request_timeout`); the connection is closed. Connections are also bounded: headers within COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS (default 5 s, then closed without an answer), at most COSTPIPE_INGEST_MAX_CONNECTIONS open (default 10,000; more are closed at accept), at most COSTPIPE_INGEST_MAX_REQUESTS_PER_CONNECTION HTTP/2 streams (default 100), HTTP/2 pings every COSTPIPE_INGEST_IDLE_TIMEOUT_MS (default 60 s)", body = ErrorBody),
+        (status = 413, description = "Body over the size limit, COSTPIPE_INGEST_MAX_BODY_BYTES, default 8 MiB, compressed or once a gzip body is decompressed (`body_too_large`), or more events than the batch limit (`batch_too_large`)", body = ErrorBody),
+        (status = 415, description = "A `Content-Encoding` other than `gzip` or `identity` (`unsupported_encoding`)", body = ErrorBody),
         (status = 503, description = "Some valid events were not acknowledged by the broker (`failed`); retry them with the same event_id", body = IngestResponse),
     ),
     security(("api_key" = [])),
@@ -541,14 +687,89 @@ pub async fn prepare_topics(config: &HttpIngestConfig) -> anyhow::Result<()> {
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then waits for what is in flight.
+///
+/// Connections are served by hyper directly (not `axum::serve`) so that they are bounded:
+/// at most `max_connections` open (more are closed at accept), headers within the
+/// header-read timeout, at most `max_requests_per_connection` HTTP/2 streams, and HTTP/2
+/// keep-alive pings at the idle timeout.
 pub async fn serve(
     service: Arc<IngestHttp>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, service.router())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = service.connections.clone();
+    let router = service.router();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(!limits.idle_timeout.is_zero());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_requests_per_connection);
+    if !limits.idle_timeout.is_zero() {
+        builder
+            .http2()
+            .keep_alive_interval(limits.idle_timeout)
+            .keep_alive_timeout(limits.idle_timeout);
+    }
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: let some connections close.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            service.metrics.connection_refused("max_connections");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let hyper_service = TowerToHyperService::new(router.clone());
+        let mut stop = stop_rx.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), hyper_service)
+                .into_owned();
+            tokio::pin!(conn);
+            let outcome = tokio::select! {
+                outcome = conn.as_mut() => outcome,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = outcome {
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(|e| e.is_timeout())
+                {
+                    service.metrics.connection_refused("header_read_timeout");
+                } else {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection holds a permit until it is done.
+    let _ = permits.acquire_many(limits.max_connections as u32).await;
     let s = service.clone();
     tokio::task::spawn_blocking(move || s.flush(Duration::from_secs(30))).await??;
     Ok(())
@@ -644,6 +865,60 @@ mod tests {
             "no broker at 127.0.0.1:1"
         );
         assert_eq!(body["ready"], false);
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn gzip_is_decoded_within_the_limit_and_other_encodings_refused() {
+        let post = |body: Vec<u8>, encoding: &str| {
+            Request::post("/v1/events")
+                .header("authorization", "Bearer acme-key")
+                .header("content-encoding", encoding)
+                .body(Body::from(body))
+                .unwrap()
+        };
+        // Decoded: the broken array inside is seen as such.
+        let (status, body) = call(post(gzip(b"[{}, {}"), "gzip")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        // A bomb: 9 MB of spaces in a few KB.
+        let bomb = gzip(&vec![b' '; 9 << 20]);
+        assert!(bomb.len() < 100_000);
+        let (status, body) = call(post(bomb, "gzip")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+        );
+        assert!(body["message"].as_str().unwrap().contains("decompresses"));
+        let (status, body) = call(post(b"not gzip".to_vec(), "gzip")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("unreadable_body"))
+        );
+        for encoding in ["br", "zstd", "deflate"] {
+            let (status, body) = call(post(b"{}".to_vec(), encoding)).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    Some("unsupported_encoding")
+                ),
+                "{encoding}"
+            );
+        }
+        assert!(matches!(gunzip_limited(&gzip(b"abc"), 3), Ok(b) if b == "abc"));
+        assert!(matches!(
+            gunzip_limited(&gzip(b"abcd"), 3),
+            Err(GunzipError::TooLarge)
+        ));
     }
 
     #[tokio::test]

@@ -44,6 +44,12 @@ pub struct Metrics {
     pub delivery_failures: Counter,
     /// `unauthorized_total`: requests without a known API key.
     pub unauthorized: Counter,
+    /// `connections_refused_total{reason}`: connections closed by the service:
+    /// `max_connections` (over the cap at accept), `header_read_timeout` (headers too slow
+    /// or idle keep-alive).
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    /// `requests_timed_out_total`: requests answered 408 by the whole-request deadline.
+    pub requests_timed_out: Counter,
     /// `request_seconds`: time from the request to the answer of `POST /v1/events`.
     pub request_seconds: Histogram,
     registry: std::sync::Arc<Registry>,
@@ -61,6 +67,18 @@ impl Metrics {
         let dead_letter_failures = Counter::default();
         let delivery_failures = Counter::default();
         let unauthorized = Counter::default();
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        let requests_timed_out = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed by the service, by reason (max_connections, header_read_timeout)",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "requests_timed_out",
+            "Requests answered 408 because the whole-request deadline passed",
+            requests_timed_out.clone(),
+        );
         let request_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "requests",
@@ -116,6 +134,8 @@ impl Metrics {
             dead_letter_failures,
             delivery_failures,
             unauthorized,
+            connections_refused,
+            requests_timed_out,
             request_seconds,
             registry: std::sync::Arc::new(registry),
         }
@@ -124,6 +144,15 @@ impl Metrics {
     /// Counts a rejection.
     pub fn rejected(&self, reason: &str) {
         self.rejections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused or closed connection.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

@@ -177,6 +177,13 @@ mod tests {
                 with("event_time", json!("last tuesday")),
             ),
             ("tenant_mismatch", with("tenant_id", json!("globex"))),
+            (
+                "duplicate_label_key",
+                String::from_utf8(with("labels", json!({"team": "a"})))
+                    .unwrap()
+                    .replace(r#""team":"a""#, r#""team":"a","team":"b""#)
+                    .into_bytes(),
+            ),
             ("empty_tenant", with("tenant_id", json!(""))),
             ("empty_provider", with("provider", json!(" "))),
             ("empty_model", with("model", json!(""))),
