@@ -162,7 +162,7 @@ impl SourceContext {
 
 /// Window minutes older than this cannot reach any window or calendar period kept: the
 /// previous month, whatever the zone (a day of margin for zones ahead of or behind UTC).
-fn restore_since(now_ms: i64) -> i64 {
+pub fn restore_since(now_ms: i64) -> i64 {
     use chrono::{Datelike, TimeZone};
     let now = chrono::Utc
         .timestamp_millis_opt(now_ms)

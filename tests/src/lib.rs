@@ -562,3 +562,56 @@ pub async fn assert_stored_exactly(
         expected.len()
     );
 }
+
+/// The API key of `tenant` in tests of HTTP ingest.
+pub fn key_of(tenant: &str) -> String {
+    format!("key-of-{tenant}")
+}
+
+impl Service {
+    /// Starts `costpipe-ingest-http` with a key per tenant ([`key_of`]), creating missing
+    /// topics with `partitions` partitions, and waits until it is ready.
+    pub async fn ingest_http(
+        stack: &Stack,
+        usage: &str,
+        dead_letters: &str,
+        tenants: &[&str],
+        partitions: i32,
+        extra: &[(&str, &str)],
+    ) -> Service {
+        use costpipe_ingest::http::auth::hash_key;
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}-ingest-http-{port}.log", unique("http")));
+        let keys: Vec<String> = tenants
+            .iter()
+            .map(|t| format!("{t}:{}", hash_key(&key_of(t))))
+            .collect();
+        let mut cmd = Command::new(binary("costpipe-ingest-http"));
+        cmd.env("COSTPIPE_INGEST_ADDR", format!("127.0.0.1:{port}"))
+            .env("COSTPIPE_KAFKA_BROKERS", &stack.brokers)
+            .env("COSTPIPE_USAGE_TOPIC", usage)
+            .env("COSTPIPE_DEAD_LETTER_TOPIC", dead_letters)
+            .env("COSTPIPE_INGEST_API_KEYS", keys.join(","))
+            .env("COSTPIPE_CREATE_TOPICS_PARTITIONS", partitions.to_string())
+            .env("RUST_LOG", "info,rdkafka=warn");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut service = Service::spawn(cmd, log, port);
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        wait_for(
+            "costpipe-ingest-http ready",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let r = reqwest::get(&url).await.ok()?;
+                    r.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+        service.assert_running();
+        service
+    }
+}

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
-use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::message::{Message, OwnedMessage};
@@ -21,66 +20,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use costpipe_e2e::*;
-use costpipe_ingest::http::auth::hash_key;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
 use costpipe_ingest::{Emitter, EmitterConfig};
 use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::{UsageCodec, UsageEvent};
 
 const PARTITIONS: i32 = 4;
-
-fn key_of(tenant: &str) -> String {
-    format!("key-of-{tenant}")
-}
-
-/// Starts `costpipe-ingest-http` with a key per tenant (`key_of`) and waits until it is ready.
-async fn start_ingest_http(
-    stack: &Stack,
-    usage: &str,
-    dlq: &str,
-    tenants: &[&str],
-    extra: &[(&str, &str)],
-) -> Service {
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("{}-ingest-http-{port}.log", unique("http")));
-    let keys: Vec<String> = tenants
-        .iter()
-        .map(|t| format!("{t}:{}", hash_key(&key_of(t))))
-        .collect();
-    let mut cmd = Command::new(binary("costpipe-ingest-http"));
-    cmd.env("COSTPIPE_INGEST_ADDR", format!("127.0.0.1:{port}"))
-        .env("COSTPIPE_KAFKA_BROKERS", &stack.brokers)
-        .env("COSTPIPE_USAGE_TOPIC", usage)
-        .env("COSTPIPE_DEAD_LETTER_TOPIC", dlq)
-        .env("COSTPIPE_INGEST_API_KEYS", keys.join(","))
-        .env("COSTPIPE_CREATE_TOPICS_PARTITIONS", PARTITIONS.to_string())
-        .env("RUST_LOG", "info,rdkafka=warn");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let out = std::fs::File::create(&log).expect("log file");
-    let child = cmd
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn costpipe-ingest-http");
-    let mut service = Service { child, log, port };
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    wait_for(
-        "costpipe-ingest-http ready",
-        Duration::from_secs(30),
-        || {
-            let url = url.clone();
-            async move {
-                let r = reqwest::get(&url).await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        },
-    )
-    .await;
-    service.assert_running();
-    service
-}
 
 struct Answer {
     status: u16,
@@ -196,7 +141,15 @@ async fn json_arrays_and_ndjson_are_byte_identical_to_the_emitter() {
     }
 
     // Once over HTTP, each tenant with its own key, in every body format.
-    let http = start_ingest_http(&stack, &http_topic, &names.dead_letters, &tenants, &[]).await;
+    let http = Service::ingest_http(
+        &stack,
+        &http_topic,
+        &names.dead_letters,
+        &tenants,
+        PARTITIONS,
+        &[],
+    )
+    .await;
     let mut sent_order: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
     let mut formats_used = BTreeMap::new();
     for tenant in &tenants {
@@ -306,11 +259,12 @@ async fn json_arrays_and_ndjson_are_byte_identical_to_the_emitter() {
 async fn rejected_events_and_bodies_are_dead_lettered_with_reasons_and_counted() {
     let stack = Stack::from_env();
     let names = Names::new("e2e_http_dlq");
-    let http = start_ingest_http(
+    let http = Service::ingest_http(
         &stack,
         &names.usage,
         &names.dead_letters,
         &["acme", "globex"],
+        PARTITIONS,
         &[
             ("COSTPIPE_INGEST_MAX_BATCH_EVENTS", "50"),
             ("COSTPIPE_INGEST_MAX_BODY_BYTES", "65536"),
@@ -503,11 +457,12 @@ async fn rejected_events_and_bodies_are_dead_lettered_with_reasons_and_counted()
 async fn a_key_emits_only_for_its_tenant_and_unknown_keys_are_refused() {
     let stack = Stack::from_env();
     let names = Names::new("e2e_http_auth");
-    let http = start_ingest_http(
+    let http = Service::ingest_http(
         &stack,
         &names.usage,
         &names.dead_letters,
         &["acme", "globex"],
+        PARTITIONS,
         &[],
     )
     .await;
@@ -584,11 +539,12 @@ async fn dead_letters_replay_after_a_fix() {
     let stack = Stack::from_env();
     let names = Names::new("e2e_http_replay");
     // A deployment with too tight a label limit rejects events the pipeline accepts.
-    let http = start_ingest_http(
+    let http = Service::ingest_http(
         &stack,
         &names.usage,
         &names.dead_letters,
         &["acme"],
+        PARTITIONS,
         &[("COSTPIPE_INGEST_MAX_LABELS", "1")],
     )
     .await;
@@ -661,11 +617,12 @@ async fn with_a_schema_registry_records_carry_the_registry_id() {
     let stack = Stack::from_env();
     let names = Names::new("e2e_http_registry");
     let registry = format!("http://{}", registry_double::start(2001).await);
-    let http = start_ingest_http(
+    let http = Service::ingest_http(
         &stack,
         &names.usage,
         &names.dead_letters,
         &["acme"],
+        PARTITIONS,
         &[("COSTPIPE_SCHEMA_REGISTRY_URL", registry.as_str())],
     )
     .await;

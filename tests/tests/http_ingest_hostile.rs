@@ -17,51 +17,22 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use costpipe_e2e::*;
-use costpipe_ingest::http::auth::hash_key;
 use costpipe_schemas::UsageEvent;
 
+/// `key_of("acme")`.
 const KEY: &str = "key-of-acme";
 
 /// Starts `costpipe-ingest-http` for tenant `acme` (key [`KEY`]) and waits until it is ready.
 async fn start(stack: &Stack, names: &Names, extra: &[(&str, &str)]) -> Service {
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("{}-ingest-http-{port}.log", unique("hostile")));
-    let mut cmd = Command::new(binary("costpipe-ingest-http"));
-    cmd.env("COSTPIPE_INGEST_ADDR", format!("127.0.0.1:{port}"))
-        .env("COSTPIPE_KAFKA_BROKERS", &stack.brokers)
-        .env("COSTPIPE_USAGE_TOPIC", &names.usage)
-        .env("COSTPIPE_DEAD_LETTER_TOPIC", &names.dead_letters)
-        .env(
-            "COSTPIPE_INGEST_API_KEYS",
-            format!("acme:{}", hash_key(KEY)),
-        )
-        .env("COSTPIPE_CREATE_TOPICS_PARTITIONS", "1")
-        .env("RUST_LOG", "info,rdkafka=warn");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let out = std::fs::File::create(&log).expect("log file");
-    let child = cmd
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn costpipe-ingest-http");
-    let mut service = Service { child, log, port };
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    wait_for(
-        "costpipe-ingest-http ready",
-        Duration::from_secs(30),
-        || {
-            let url = url.clone();
-            async move {
-                let r = reqwest::get(&url).await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        },
+    Service::ingest_http(
+        stack,
+        &names.usage,
+        &names.dead_letters,
+        &["acme"],
+        1,
+        extra,
     )
-    .await;
-    service.assert_running();
-    service
+    .await
 }
 
 async fn metrics(port: u16) -> String {

@@ -546,6 +546,18 @@ impl World {
         true
     }
 
+    /// Produces `n` records to partition 0, lets instance `i` read them and queues them as
+    /// one sealed epoch, unwritten.
+    fn one_epoch_queued(&mut self, i: usize, n: usize) {
+        for _ in 0..n {
+            self.produce(0);
+        }
+        self.read(i, 0, n);
+        let now = self.now();
+        let sealed = processor_seal(&mut self.instances[i], now, true);
+        self.queue_sealed(i, sealed);
+    }
+
     fn crash(&mut self, i: usize) {
         self.log.push(format!("instance {i} crashes"));
         self.instances[i] = Instance::default();
@@ -980,13 +992,7 @@ fn hole_1_an_idle_partition_is_not_replayed_into_a_forgotten_token() {
 fn hole_2_a_crash_after_the_rows_leaves_rows_and_rollups_equal() {
     let mut w = World::new(2, 1, 1, 2);
     w.take_up_assigned(0);
-    for _ in 0..4 {
-        w.produce(0);
-    }
-    w.read(0, 0, 4);
-    let now = w.now();
-    let sealed = processor_seal(&mut w.instances[0], now, true);
-    w.queue_sealed(0, sealed);
+    w.one_epoch_queued(0, 4);
     // Intent and fence go through; the rows land, and the reply is lost.
     while w.instances[0].owned[&0].writes[0].poll() != Some(WriteStep::Rows) {
         w.write_step(0, 0);
@@ -1034,13 +1040,7 @@ fn hole_3_a_conflicting_copy_with_another_event_time_is_dead_lettered() {
 fn a_zombie_intent_before_the_claim_is_rebuilt_under_the_same_token() {
     let mut w = World::new(4, 1, 2, 16);
     w.take_up_assigned(0);
-    for _ in 0..3 {
-        w.produce(0);
-    }
-    w.read(0, 0, 3);
-    let now = w.now();
-    let sealed = processor_seal(&mut w.instances[0], now, true);
-    w.queue_sealed(0, sealed);
+    w.one_epoch_queued(0, 3);
     // The zombie stores its intent, then stalls.
     w.write_step(0, 0);
     assert_eq!(w.store.intents.len(), 1);

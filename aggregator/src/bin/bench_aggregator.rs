@@ -1034,24 +1034,6 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
 
 // --- restore --------------------------------------------------------------------------------
 
-/// As `kafka_source::restore_since`: the first of last month, a day early.
-fn restore_since(now_ms: i64) -> i64 {
-    use chrono::{Datelike, TimeZone};
-    let now = chrono::Utc
-        .timestamp_millis_opt(now_ms)
-        .single()
-        .unwrap_or_default();
-    let (y, m) = if now.month() == 1 {
-        (now.year() - 1, 12)
-    } else {
-        (now.year(), now.month() - 1)
-    };
-    chrono::Utc
-        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
-        .single()
-        .map_or(0, |t| t.timestamp_millis() - 86_400_000)
-}
-
 fn rss_kb() -> u64 {
     status_kb(std::process::id(), "VmRSS").unwrap_or(0)
 }
@@ -1106,7 +1088,13 @@ async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
         let rss_before = rss_kb();
         let t = Instant::now();
-        let minutes = store.window_minutes(topic, 0, restore_since(now)).await?;
+        let minutes = store
+            .window_minutes(
+                topic,
+                0,
+                costpipe_aggregator::kafka_source::restore_since(now),
+            )
+            .await?;
         let read_s = t.elapsed().as_secs_f64();
         let rss_rows = rss_kb();
         let mut processor = Processor::new(

@@ -194,27 +194,13 @@ impl IngestHttp {
         let body = match read_limited(body, self.max_body_bytes, content_length).await {
             Ok(b) => b,
             Err(ReadError::TooLarge { prefix, received }) => {
-                let rejection = Rejection::new(
-                    Reason::BodyTooLarge,
-                    format!(
-                        "the body is {received} bytes or more; the limit is {} bytes",
-                        self.max_body_bytes
-                    ),
+                let message = format!(
+                    "the body is {received} bytes or more; the limit is {} bytes",
+                    self.max_body_bytes
                 );
-                self.dead_letter_body(
-                    &prefix,
-                    Some(received),
-                    &rejection,
-                    tenant,
-                    content_type,
-                    now_ms,
-                )
-                .await;
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    rejection.reason.as_str(),
-                    &rejection.message,
-                );
+                return self
+                    .body_too_large(&prefix, received, message, tenant, content_type, now_ms)
+                    .await;
             }
             Err(ReadError::Io(e)) => {
                 return error(
@@ -228,27 +214,13 @@ impl IngestHttp {
             match gunzip_limited(&body, self.max_body_bytes) {
                 Ok(b) => b,
                 Err(GunzipError::TooLarge) => {
-                    let rejection = Rejection::new(
-                        Reason::BodyTooLarge,
-                        format!(
-                            "the gzip body decompresses to more than {} bytes, the limit",
-                            self.max_body_bytes
-                        ),
+                    let message = format!(
+                        "the gzip body decompresses to more than {} bytes, the limit",
+                        self.max_body_bytes
                     );
-                    self.dead_letter_body(
-                        &body,
-                        Some(body.len()),
-                        &rejection,
-                        tenant,
-                        content_type,
-                        now_ms,
-                    )
-                    .await;
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        rejection.reason.as_str(),
-                        &rejection.message,
-                    );
+                    return self
+                        .body_too_large(&body, body.len(), message, tenant, content_type, now_ms)
+                        .await;
                 }
                 Err(GunzipError::Invalid(e)) => {
                     return error(
@@ -401,6 +373,34 @@ impl IngestHttp {
     }
 
     /// Dead-letters a whole refused body and counts it.
+    /// Refuses a body over the limit (as sent, or once decompressed) with 413, dead-lettering
+    /// what was read of it.
+    async fn body_too_large(
+        &self,
+        body: &[u8],
+        received: usize,
+        message: String,
+        tenant: &str,
+        content_type: Option<&str>,
+        now_ms: i64,
+    ) -> Response {
+        let rejection = Rejection::new(Reason::BodyTooLarge, message);
+        self.dead_letter_body(
+            body,
+            Some(received),
+            &rejection,
+            tenant,
+            content_type,
+            now_ms,
+        )
+        .await;
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            rejection.reason.as_str(),
+            &rejection.message,
+        )
+    }
+
     async fn dead_letter_body(
         &self,
         body: &[u8],
