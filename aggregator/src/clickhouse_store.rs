@@ -20,6 +20,8 @@ use costpipe_aggregator_core::{
 };
 use costpipe_clickhouse::ClickHouseArgs;
 
+use crate::events_block::events_block;
+
 /// Scale of every `Decimal(38, 12)` money column.
 pub const MONEY_SCALE: u32 = 12;
 /// Events table.
@@ -42,53 +44,6 @@ pub fn money_to_ticks(d: Decimal) -> i128 {
     let mut d = d;
     d.rescale(MONEY_SCALE);
     d.mantissa()
-}
-
-#[derive(Row, Serialize)]
-struct EventRow<'a> {
-    #[serde(with = "clickhouse::serde::uuid")]
-    event_id: uuid::Uuid,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
-    event_time: DateTime<Utc>,
-    tenant_id: &'a str,
-    department: &'a str,
-    user_id: &'a str,
-    project_id: &'a str,
-    feature: &'a str,
-    environment: &'a str,
-    provider: &'a str,
-    model: &'a str,
-    price_model: &'a str,
-    input_tokens: u64,
-    output_tokens: u64,
-    cached_input_tokens: u64,
-    cache_write_tokens: u64,
-    reasoning_tokens: u64,
-    cache_write_1h_tokens: u64,
-    cost: i128,
-    currency: &'a str,
-    billing_cost: i128,
-    billing_currency: &'a str,
-    exchange_rate: i128,
-    tier_above: Option<u64>,
-    contract_price: bool,
-    adjustment_percent: i64,
-    unpriced: bool,
-    unpriced_reason: &'a str,
-    catalog_version: &'a str,
-    request_id: &'a str,
-    trace_id: &'a str,
-    span_name: &'a str,
-    labels: Vec<(&'a str, &'a str)>,
-    source_partition: i32,
-    source_offset: i64,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
-    ingested_at: DateTime<Utc>,
-    source_topic: &'a str,
-    epoch_start: i64,
-    epoch_end: i64,
-    generation: u64,
-    late: bool,
 }
 
 #[derive(Row, Serialize)]
@@ -204,14 +159,6 @@ pub struct ClickHouseStore {
     client: Client,
     database: String,
     timeout: std::time::Duration,
-}
-
-fn ms_to_datetime(ms: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-fn opt(s: &Option<String>) -> &str {
-    s.as_deref().unwrap_or("")
 }
 
 impl ClickHouseStore {
@@ -508,65 +455,16 @@ impl ClickHouseStore {
         if verdict != Written::Now {
             return Ok(verdict);
         }
-        let now = Utc::now();
+        let Some(block) = events_block(epoch, generation, Utc::now().timestamp_millis())? else {
+            return Ok(Written::Now);
+        };
         let mut insert = self
             .client
-            .insert::<EventRow<'_>>(EVENTS_TABLE)
-            .await?
+            .insert_native(EVENTS_TABLE)
             .with_setting("insert_deduplication_token", token)
             .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
         self.timed("writing priced events", async {
-            for p in &epoch.events {
-                let e = &p.event;
-                insert
-                    .write(&EventRow {
-                        event_id: e.event_id,
-                        event_time: ms_to_datetime(e.event_time),
-                        tenant_id: &e.tenant_id,
-                        department: opt(&e.department),
-                        user_id: opt(&e.user_id),
-                        project_id: opt(&e.project_id),
-                        feature: opt(&e.feature),
-                        environment: opt(&e.environment),
-                        provider: &e.provider,
-                        model: &e.model,
-                        price_model: p.priced.price_model.as_deref().unwrap_or(""),
-                        input_tokens: e.input_tokens as u64,
-                        output_tokens: e.output_tokens as u64,
-                        cached_input_tokens: e.cached_input_tokens as u64,
-                        cache_write_tokens: e.cache_write_tokens as u64,
-                        reasoning_tokens: e.reasoning_tokens as u64,
-                        cache_write_1h_tokens: e.cache_write_1h_tokens.unwrap_or(0) as u64,
-                        cost: money_to_ticks(p.priced.cost),
-                        currency: &p.priced.currency,
-                        billing_cost: money_to_ticks(p.priced.billing_cost),
-                        billing_currency: &p.priced.billing_currency,
-                        exchange_rate: money_to_ticks(p.priced.exchange_rate),
-                        tier_above: p.priced.tier_above,
-                        contract_price: p.priced.contract,
-                        adjustment_percent: percent_to_ticks(p.priced.adjustment_percent),
-                        unpriced: p.priced.is_unpriced(),
-                        unpriced_reason: p.priced.unpriced.map_or("", |r| r.as_str()),
-                        catalog_version: &epoch.catalog_version,
-                        request_id: opt(&e.request_id),
-                        trace_id: opt(&e.trace_id),
-                        span_name: opt(&e.span_name),
-                        labels: e
-                            .labels
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect(),
-                        source_partition: p.partition,
-                        source_offset: p.offset,
-                        ingested_at: now,
-                        source_topic: &epoch.topic,
-                        epoch_start: epoch.start_offset,
-                        epoch_end: epoch.end_offset,
-                        generation,
-                        late: p.late,
-                    })
-                    .await?;
-            }
+            insert.write(&block).await?;
             insert.end().await
         })
         .await?;

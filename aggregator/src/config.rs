@@ -73,8 +73,10 @@ pub struct AggregatorConfig {
         default_value_t = 2_000
     )]
     pub catalog_reload_interval_ms: u64,
-    /// Seal a partition epoch after this many records.
-    #[arg(long, env = "COSTPIPE_EPOCH_MAX_RECORDS", default_value_t = 50_000)]
+    /// Seal a partition epoch after this many records. Large epochs mean few, large inserts:
+    /// ClickHouse's merges, not the inserts themselves, were most of its cost per event
+    /// (aggregator/BENCHMARKS.md). At low rates the age bound seals epochs long before this.
+    #[arg(long, env = "COSTPIPE_EPOCH_MAX_RECORDS", default_value_t = 200_000)]
     pub epoch_max_records: usize,
     /// Seal a partition epoch after it has been open this long, in milliseconds.
     #[arg(long, env = "COSTPIPE_EPOCH_MAX_AGE_MS", default_value_t = 1_000)]
@@ -131,7 +133,7 @@ pub struct AggregatorConfig {
     #[arg(
         long,
         env = "COSTPIPE_SINK_MAX_PENDING_RECORDS",
-        default_value_t = 200_000
+        default_value_t = 800_000
     )]
     pub sink_max_pending_records: usize,
     /// Longest backoff between retries of a failed ClickHouse or broker write, in ms.

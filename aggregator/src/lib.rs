@@ -8,6 +8,7 @@ pub mod clickhouse_reprice;
 pub mod clickhouse_store;
 pub mod config;
 pub mod epoch_sink;
+pub mod events_block;
 pub mod kafka_sinks;
 pub mod kafka_source;
 pub mod live;
