@@ -89,6 +89,7 @@ struct EventRow<'a> {
     epoch_end: i64,
     generation: u64,
     late: bool,
+    price_window: &'a str,
 }
 
 #[derive(Row, Serialize)]
@@ -564,6 +565,7 @@ impl ClickHouseStore {
                         epoch_end: epoch.end_offset,
                         generation,
                         late: p.late,
+                        price_window: p.priced.price_window.as_deref().unwrap_or(""),
                     })
                     .await?;
             }
