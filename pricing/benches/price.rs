@@ -159,8 +159,12 @@ fn main() {
             ),
         ),
         (
-            "full catalog, Qwen thinking calls (whole output rule)",
+            "full catalog, Qwen thinking calls, CNY->USD",
             measure(&full, &thinking_events()),
+        ),
+        (
+            "full catalog, Qwen calls, no reasoning, CNY->USD",
+            measure(&full, &events(&["qwen-plus", "qwen-turbo"], &["t"])),
         ),
     ];
     let base = runs[0].1;

@@ -224,6 +224,9 @@ pub struct ContractPrice {
     pub prices: Prices,
 }
 
+/// `(from, to)` currencies of an exchange rate.
+type CurrencyPair = (Arc<str>, Arc<str>);
+
 /// A validated catalog.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -232,7 +235,9 @@ pub struct Catalog {
     models: Vec<Model>,
     names: FastMap<String, usize>,
     patterns: Vec<Pattern>,
-    rates: HashMap<(Arc<str>, Arc<str>), Vec<ExchangeRate>>,
+    /// Per currency pair; a handful of pairs, searched linearly (no key to build or hash on
+    /// the hot path; currencies are interned, so the comparison is usually a pointer's).
+    rates: Vec<(CurrencyPair, Vec<ExchangeRate>)>,
     tenants: FastMap<String, TenantTerms>,
 }
 
@@ -723,7 +728,7 @@ impl Catalog {
             models,
             names,
             patterns,
-            rates,
+            rates: rates.into_iter().collect(),
             tenants: FastMap::default(),
         };
         let mut catalog = catalog;
@@ -760,7 +765,7 @@ impl Catalog {
         );
         for from in priced {
             for (to, who) in &billing {
-                if from != *to && !self.rates.contains_key(&(from.clone(), (*to).clone())) {
+                if from != *to && self.rate_list(from, to).is_none() {
                     return Err(CatalogError::MissingExchangeRate {
                         from: from.to_string(),
                         to: to.to_string(),
@@ -830,9 +835,17 @@ impl Catalog {
         self.tenants.get(tenant)
     }
 
+    fn rate_list(&self, from: &Arc<str>, to: &Arc<str>) -> Option<&[ExchangeRate]> {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        self.rates
+            .iter()
+            .find(|((f, t), _)| same(f, from) && same(t, to))
+            .map(|(_, list)| list.as_slice())
+    }
+
     /// The rate converting `from` into `to` at `at_ms`.
     pub fn rate(&self, from: &Arc<str>, to: &Arc<str>, at_ms: i64) -> Option<&ExchangeRate> {
-        let list = self.rates.get(&(from.clone(), to.clone()))?;
+        let list = self.rate_list(from, to)?;
         in_force(list, at_ms, |r| (r.from_ms, r.to_ms))
     }
 }
