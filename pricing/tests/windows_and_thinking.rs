@@ -359,3 +359,35 @@ fn the_thinking_rule_needs_a_reasoning_price() {
         "model m (reasoning_bills_whole_output is set): price reasoning is required"
     );
 }
+
+#[test]
+fn a_contract_price_for_a_thinking_model_follows_the_rule() {
+    // A tenant's own qwen-plus price: output 1, thinking 4 CNY per M. A call with 1,000
+    // reasoning + 500 answer tokens: 1,500 x 4 = 6,000 per M = 0.006 CNY; without the rule it
+    // would be 1,000 x 4 + 500 x 1 = 0.0045.
+    let text = format!(
+        "{}\n[[contract_prices]]\ntenant = \"acme\"\nmodel = \"qwen-plus\"\ncurrency = \"CNY\"\n\
+         effective_from = \"2026-01-01T00:00:00Z\"\ninput = \"0.5\"\noutput = \"1\"\nreasoning = \"4\"\n",
+        Catalog::DEFAULT_TOML
+    );
+    let catalog = Catalog::from_toml(&text).expect("valid");
+    let mut e = UsageEvent::new(
+        Uuid::nil(),
+        at("2026-11-15T12:00:00Z").timestamp_millis(),
+        "acme",
+        "p",
+        "qwen-plus",
+    );
+    e.reasoning_tokens = 1_000;
+    e.output_tokens = 1_500;
+    let p = price_event(&catalog, &e);
+    assert!(p.contract);
+    assert_eq!(p.cost, dec!(0.006));
+    // And a contract for a thinking model without a reasoning price is refused.
+    let bad = text.replace("reasoning = \"4\"\n", "");
+    assert!(
+        refused(&bad).contains("price reasoning is required"),
+        "{}",
+        refused(&bad)
+    );
+}
