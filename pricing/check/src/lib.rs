@@ -17,7 +17,7 @@ pub use tables::{Component, Table, TableError};
 pub const SNAPSHOT_AS_OF: &str = "2026-11-30T12:00:00Z";
 
 /// The tables found in `dir`: `litellm-<version>.json`, `genai-prices-<version>.json`,
-/// `models.dev-api.json`. Each is named in reports after its file (`litellm 1.110.2`).
+/// `models.dev-<version>.json`. Each is named in reports after its file (`litellm 1.110.2`).
 pub fn load_tables(dir: &Path) -> Result<Vec<Table>, TableError> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| TableError::Io {
@@ -42,8 +42,8 @@ pub fn load_tables(dir: &Path) -> Result<Vec<Table>, TableError> {
                 &format!("genai-prices {version}"),
                 &path,
             )?);
-        } else if stem.starts_with("models.dev") {
-            tables.push(Table::models_dev("models.dev", &path)?);
+        } else if let Some(version) = stem.strip_prefix("models.dev-") {
+            tables.push(Table::models_dev(&format!("models.dev {version}"), &path)?);
         }
     }
     Ok(tables)

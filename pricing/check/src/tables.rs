@@ -280,12 +280,35 @@ fn models_dev_quote(map: &serde_json::Map<String, Value>, model: &Model) -> Opti
         .iter()
         .filter_map(|(f, c)| Some((*c, None, decimal(cost.get(*f)?, false)?)))
         .collect();
-    if let Some(ctx) = cost.get("context_over_200k") {
-        values.extend(
-            fields
-                .iter()
-                .filter_map(|(f, c)| Some((*c, Some(200_000), decimal(ctx.get(*f)?, false)?))),
-        );
+    // Long-context tiers: `tiers` with their sizes when present (`context_over_200k` is a
+    // legacy field that also holds 272k tiers, so it is read only without `tiers`).
+    match cost.get("tiers").and_then(Value::as_array) {
+        Some(tiers) => {
+            for t in tiers {
+                let Some(size) = t
+                    .get("tier")
+                    .filter(|k| k.get("type").and_then(Value::as_str) == Some("context"))
+                    .and_then(|k| k.get("size"))
+                    .and_then(Value::as_u64)
+                else {
+                    continue;
+                };
+                values.extend(
+                    fields
+                        .iter()
+                        .filter_map(|(f, c)| Some((*c, Some(size), decimal(t.get(*f)?, false)?))),
+                );
+            }
+        }
+        None => {
+            if let Some(ctx) = cost.get("context_over_200k") {
+                values.extend(
+                    fields.iter().filter_map(|(f, c)| {
+                        Some((*c, Some(200_000), decimal(ctx.get(*f)?, false)?))
+                    }),
+                );
+            }
+        }
     }
     Some(Quote {
         entry: format!("{provider}/{entry}"),

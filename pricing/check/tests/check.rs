@@ -30,7 +30,11 @@ fn run(catalog: &Catalog, allow: &Allowlist) -> Report {
     let tables = load_tables(&repo("pricing/catalog/external")).unwrap();
     assert_eq!(
         tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        ["genai-prices 0.2.3", "litellm 1.110.2"]
+        [
+            "genai-prices 0.2.3",
+            "litellm 1.110.2",
+            "models.dev 1.0.398"
+        ]
     );
     check(catalog, &tables, allow, as_of())
 }
@@ -71,6 +75,7 @@ fn a_wrong_price_fails_with_a_clear_message() {
         [
             "gpt-4o input, period [2024-10-02T00:00:00Z, open): catalog 2.6, genai-prices 0.2.3 \"gpt-4o\" says 2.5",
             "gpt-4o input, period [2024-10-02T00:00:00Z, open): catalog 2.6, litellm 1.110.2 \"gpt-4o\" says 2.5",
+            "gpt-4o input, period [2024-10-02T00:00:00Z, open): catalog 2.6, models.dev 1.0.398 \"openai/gpt-4o\" says 2.5",
         ]
     );
 }
