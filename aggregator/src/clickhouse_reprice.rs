@@ -72,6 +72,7 @@ struct CorrectionRow<'a> {
     reason: &'a str,
     #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
     corrected_at: DateTime<Utc>,
+    price_window: &'a str,
 }
 
 /// A stored event with what it currently costs.
@@ -86,6 +87,8 @@ pub struct StoredEvent {
 pub struct Correction {
     pub event: UsageEvent,
     pub price_model: String,
+    /// The time-of-day window of the new price ('' when it has none).
+    pub price_window: String,
     pub delta: Amount,
 }
 
@@ -203,6 +206,7 @@ pub async fn write_corrections(
                 catalog_version,
                 reason,
                 corrected_at: now,
+                price_window: &c.price_window,
             })
             .await?;
     }

@@ -177,6 +177,9 @@ pub fn events_block(
     constant(&mut b, "epoch_end", rows, epoch.end_offset)?;
     constant(&mut b, "generation", rows, generation)?;
     column(&mut b, "late", ev, |p| p.late)?;
+    column(&mut b, "price_window", ev, |p| {
+        p.priced.price_window.as_deref().unwrap_or("")
+    })?;
     Ok(Some(b.build().context("building the events block")?))
 }
 

@@ -1,6 +1,6 @@
-//! Pricing throughput, single core: events priced per second with the full shipped catalog,
-//! against a baseline run in the same process (a one-model catalog, exact names, no tenant
-//! terms). `cargo bench -p costpipe-pricing`; results are recorded in `pricing/BENCHMARKS.md`.
+//! Pricing throughput, single core: events priced per second with the full shipped catalog
+//! (time-of-day windows and the thinking rule included), against a baseline run in the same
+//! process (a one-model catalog, exact names, no tenant terms, no windows). `cargo bench -p costpipe-pricing`; results are recorded in `pricing/BENCHMARKS.md`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -40,6 +40,12 @@ currency = "USD"
 "#;
 
 fn events(names: &[&str], tenants: &[&str]) -> Vec<UsageEvent> {
+    events_every(names, tenants, 1)
+}
+
+/// Events `step_ms` apart from 2026-11-15T12:00Z: a step of a week / working set spreads
+/// them over every window of a week.
+fn events_every(names: &[&str], tenants: &[&str], step_ms: i64) -> Vec<UsageEvent> {
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-15T12:00:00Z")
         .unwrap()
         .timestamp_millis();
@@ -47,7 +53,7 @@ fn events(names: &[&str], tenants: &[&str]) -> Vec<UsageEvent> {
         .map(|i| {
             let mut e = UsageEvent::new(
                 Uuid::from_u128(i as u128),
-                at + i as i64,
+                at + i as i64 * step_ms,
                 tenants[i % tenants.len()],
                 "p",
                 names[(i * 7) % names.len()],
@@ -59,6 +65,15 @@ fn events(names: &[&str], tenants: &[&str]) -> Vec<UsageEvent> {
             e
         })
         .collect()
+}
+
+/// qwen-plus and qwen-turbo calls with reasoning, billed whole at the thinking price.
+fn thinking_events() -> Vec<UsageEvent> {
+    let mut out = events(&["qwen-plus", "qwen-turbo"], &["t"]);
+    for e in &mut out {
+        e.reasoning_tokens = e.output_tokens / 2;
+    }
+    out
 }
 
 /// Events priced per second over about `PRICINGS` pricings (after one warm-up pass).
@@ -124,6 +139,32 @@ fn main() {
         (
             "full catalog + tenant discount and contract price",
             measure(&terms, &events(&exact, &["acme", "bigco", "other"])),
+        ),
+        (
+            "full catalog, DeepSeek peak/off-peak windows, a week",
+            measure(
+                &full,
+                &events_every(
+                    &["deepseek-v4-pro", "deepseek-v4-flash"],
+                    &["t"],
+                    7 * 86_400_000 / working_set() as i64,
+                ),
+            ),
+        ),
+        (
+            "full catalog, all models, events over a week",
+            measure(
+                &full,
+                &events_every(&exact, &["t"], 7 * 86_400_000 / working_set() as i64),
+            ),
+        ),
+        (
+            "full catalog, Qwen thinking calls, CNY->USD",
+            measure(&full, &thinking_events()),
+        ),
+        (
+            "full catalog, Qwen calls, no reasoning, CNY->USD",
+            measure(&full, &events(&["qwen-plus", "qwen-turbo"], &["t"])),
         ),
     ];
     let base = runs[0].1;

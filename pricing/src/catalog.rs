@@ -14,7 +14,8 @@ use regex::Regex;
 use rust_decimal::Decimal;
 
 use crate::error::CatalogError;
-use crate::file::{CatalogFile, ModelKind, PriceFields};
+use crate::file::{CatalogFile, ModelKind, PriceFields, PricePeriodFile};
+use crate::window::{schedule, WeekSchedule, WindowSpec};
 
 /// Largest number of decimal places of a price or rate (see the crate docs on exactness).
 pub const MAX_PRICE_SCALE: u32 = 6;
@@ -47,6 +48,9 @@ pub struct PriceTicks {
     pub cache_write_1h: i128,
     pub reasoning: Option<i128>,
     pub per_request: i128,
+    /// The model's thinking-mode rule: a call with any reasoning bills its whole output at
+    /// `reasoning` (set on every price of a model declaring `reasoning_bills_whole_output`).
+    pub whole_output_at_reasoning: bool,
 }
 
 /// `d * 10^places` as an integer; exact for the validated scales.
@@ -74,6 +78,7 @@ impl PriceTicks {
             cache_write_1h: ticks(w1, 6),
             reasoning: r.map(|r| ticks(r, 6)),
             per_request: ticks(pr, 12),
+            whole_output_at_reasoning: false,
         }
     }
 }
@@ -91,12 +96,56 @@ pub struct PricePeriod {
     pub from_ms: i64,
     pub to_ms: i64,
     pub source: String,
+    /// The prices of a period without windows. A period with windows has no prices of its
+    /// own; this then holds its first window's prices and is not used for pricing.
     pub base: Prices,
     /// Ascending thresholds.
     pub tiers: Vec<Tier>,
+    /// Time-of-day windows (`None`: one price all week).
+    pub windows: Option<WeekSchedule>,
+}
+
+/// The prices that apply to one call, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied<'a> {
+    pub prices: &'a Prices,
+    /// Threshold of the long-context tier, if one applies.
+    pub tier_above: Option<u64>,
+    /// The time-of-day window, if the period has windows.
+    pub window: Option<&'a Arc<str>>,
 }
 
 impl PricePeriod {
+    /// The prices for a call at `at_ms` with `prompt_tokens`: its window's, if the period
+    /// has windows, else the highest tier the prompt exceeds, else the base.
+    pub fn prices_at(&self, at_ms: i64, prompt_tokens: u64) -> Applied<'_> {
+        if let Some(schedule) = &self.windows {
+            let w = schedule.window_at(at_ms);
+            return Applied {
+                prices: &w.prices,
+                tier_above: None,
+                window: Some(&w.name),
+            };
+        }
+        let (prices, tier_above) = self.prices_for(prompt_tokens);
+        Applied {
+            prices,
+            tier_above,
+            window: None,
+        }
+    }
+
+    /// Every set of prices of the period: base, tiers and windows.
+    pub fn all_prices(&self) -> impl Iterator<Item = &Prices> + '_ {
+        let windows = self
+            .windows
+            .iter()
+            .flat_map(|s| s.windows.iter().map(|w| &w.prices));
+        std::iter::once(&self.base)
+            .chain(self.tiers.iter().map(|t| &t.prices))
+            .chain(windows)
+    }
+
     /// The prices for a call with `prompt_tokens`: the highest tier it exceeds, else the base.
     pub fn prices_for(&self, prompt_tokens: u64) -> (&Prices, Option<u64>) {
         match self
@@ -119,6 +168,9 @@ pub struct Model {
     pub kind: ModelKind,
     pub currency: Arc<str>,
     pub aliases: Vec<String>,
+    /// A call with reasoning bills its whole output at the reasoning price (Qwen's
+    /// thinking mode).
+    pub reasoning_bills_whole_output: bool,
     /// Ascending, non-overlapping.
     pub periods: Vec<PricePeriod>,
 }
@@ -172,6 +224,9 @@ pub struct ContractPrice {
     pub prices: Prices,
 }
 
+/// `(from, to)` currencies of an exchange rate.
+type CurrencyPair = (Arc<str>, Arc<str>);
+
 /// A validated catalog.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -180,7 +235,9 @@ pub struct Catalog {
     models: Vec<Model>,
     names: FastMap<String, usize>,
     patterns: Vec<Pattern>,
-    rates: HashMap<(Arc<str>, Arc<str>), Vec<ExchangeRate>>,
+    /// Per currency pair; a handful of pairs, searched linearly (no key to build or hash on
+    /// the hot path; currencies are interned, so the comparison is usually a pointer's).
+    rates: Vec<(CurrencyPair, Vec<ExchangeRate>)>,
     tenants: FastMap<String, TenantTerms>,
 }
 
@@ -365,6 +422,69 @@ fn prices(
     })
 }
 
+/// Applies a model's thinking rule to `p`: with the rule, a `reasoning` price is required.
+fn thinking_rule(context: &str, mut p: Prices, rule: bool) -> Result<Prices, CatalogError> {
+    if rule && p.reasoning.is_none() {
+        return Err(CatalogError::MissingPrice {
+            context: format!("{context} (reasoning_bills_whole_output is set)"),
+            field: "reasoning",
+        });
+    }
+    p.ticks.whole_output_at_reasoning = rule;
+    Ok(p)
+}
+
+/// A period's windows, validated: no token prices or tiers beside them, and together they
+/// cover the week exactly once.
+fn windows(
+    context: &str,
+    p: &PricePeriodFile,
+    rule: bool,
+) -> Result<Option<WeekSchedule>, CatalogError> {
+    if p.windows.is_empty() {
+        return Ok(None);
+    }
+    if !p.tiers.is_empty() {
+        return Err(CatalogError::WindowsWithTiers {
+            context: context.to_string(),
+        });
+    }
+    let f = p.price_fields();
+    let own = [
+        ("input", f.input),
+        ("output", f.output),
+        ("cached_input", f.cached_input),
+        ("cache_write_5m", f.cache_write_5m),
+        ("cache_write_1h", f.cache_write_1h),
+        ("reasoning", f.reasoning),
+        ("per_request", f.per_request),
+    ];
+    if let Some((field, _)) = own.iter().find(|(_, v)| v.is_some()) {
+        return Err(CatalogError::WindowsWithPrices {
+            context: context.to_string(),
+            field,
+        });
+    }
+    let mut specs = Vec::with_capacity(p.windows.len());
+    for w in &p.windows {
+        let wctx = format!("{context} window {:?}", w.name);
+        specs.push(WindowSpec {
+            name: &w.name,
+            prices: thinking_rule(
+                &wctx,
+                prices(&wctx, &w.price_fields(), Decimal::ZERO)?,
+                rule,
+            )?,
+            times: w
+                .times
+                .iter()
+                .map(|t| (t.days.as_slice(), t.from.as_str(), t.to.as_str()))
+                .collect(),
+        });
+    }
+    schedule(context, specs).map(Some)
+}
+
 impl Catalog {
     /// The catalog shipped with costpipe.
     pub const DEFAULT_TOML: &'static str = include_str!("../catalog/default.toml");
@@ -386,15 +506,27 @@ impl Catalog {
             let ctx = format!("model {}", m.key);
             let model_currency = currency(&ctx, &m.currency, &mut interned)?;
             let mut periods = Vec::with_capacity(m.prices.len());
+            let rule = m.reasoning_bills_whole_output;
             for p in &m.prices {
                 let (from_ms, to_ms) = range(&ctx, &p.effective_from, p.effective_to.as_deref())?;
-                let base = prices(&ctx, &p.price_fields(), Decimal::ZERO)?;
+                let pctx = format!("{ctx} period from {}", p.effective_from);
+                let windows = windows(&pctx, p, rule)?;
+                let base = match &windows {
+                    Some(s) => s.windows[0].prices.clone(),
+                    None => {
+                        thinking_rule(&ctx, prices(&ctx, &p.price_fields(), Decimal::ZERO)?, rule)?
+                    }
+                };
                 let mut tiers = Vec::with_capacity(p.tiers.len());
                 for t in &p.tiers {
                     let tctx = format!("{ctx} tier above {}", t.above_prompt_tokens);
                     tiers.push(Tier {
                         above_prompt_tokens: t.above_prompt_tokens,
-                        prices: prices(&tctx, &t.price_fields(), base.per_request)?,
+                        prices: thinking_rule(
+                            &tctx,
+                            prices(&tctx, &t.price_fields(), base.per_request)?,
+                            rule,
+                        )?,
                     });
                 }
                 tiers.sort_by_key(|t| t.above_prompt_tokens);
@@ -413,6 +545,7 @@ impl Catalog {
                     source: p.source.clone(),
                     base,
                     tiers,
+                    windows,
                 });
             }
             if periods.is_empty() {
@@ -437,6 +570,7 @@ impl Catalog {
                 kind: m.kind,
                 currency: model_currency,
                 aliases: m.aliases.clone(),
+                reasoning_bills_whole_output: rule,
                 periods,
             });
         }
@@ -557,6 +691,9 @@ impl Catalog {
             };
             let ctx = format!("contract price of tenant {} for {}", c.tenant, c.model);
             let (from_ms, to_ms) = range(&ctx, &c.effective_from, c.effective_to.as_deref())?;
+            // The thinking rule is how the model's calls are billed, so a contract price for
+            // the model follows it too.
+            let rule = models[model_idx].reasoning_bills_whole_output;
             contracts
                 .entry(c.tenant.clone())
                 .or_default()
@@ -565,7 +702,11 @@ impl Catalog {
                     currency: currency(&ctx, &c.currency, &mut interned)?,
                     from_ms,
                     to_ms,
-                    prices: prices(&ctx, &c.price_fields(), Decimal::ZERO)?,
+                    prices: thinking_rule(
+                        &ctx,
+                        prices(&ctx, &c.price_fields(), Decimal::ZERO)?,
+                        rule,
+                    )?,
                 });
         }
         for (tenant, list) in contracts.iter_mut() {
@@ -587,7 +728,7 @@ impl Catalog {
             models,
             names,
             patterns,
-            rates,
+            rates: rates.into_iter().collect(),
             tenants: FastMap::default(),
         };
         let mut catalog = catalog;
@@ -624,7 +765,7 @@ impl Catalog {
         );
         for from in priced {
             for (to, who) in &billing {
-                if from != *to && !self.rates.contains_key(&(from.clone(), (*to).clone())) {
+                if from != *to && self.rate_list(from, to).is_none() {
                     return Err(CatalogError::MissingExchangeRate {
                         from: from.to_string(),
                         to: to.to_string(),
@@ -694,9 +835,17 @@ impl Catalog {
         self.tenants.get(tenant)
     }
 
+    fn rate_list(&self, from: &Arc<str>, to: &Arc<str>) -> Option<&[ExchangeRate]> {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        self.rates
+            .iter()
+            .find(|((f, t), _)| same(f, from) && same(t, to))
+            .map(|(_, list)| list.as_slice())
+    }
+
     /// The rate converting `from` into `to` at `at_ms`.
     pub fn rate(&self, from: &Arc<str>, to: &Arc<str>, at_ms: i64) -> Option<&ExchangeRate> {
-        let list = self.rates.get(&(from.clone(), to.clone()))?;
+        let list = self.rate_list(from, to)?;
         in_force(list, at_ms, |r| (r.from_ms, r.to_ms))
     }
 }

@@ -68,6 +68,8 @@ pub struct PricedCost {
     pub exchange_rate: Decimal,
     /// Threshold of the long-context tier applied, if any.
     pub tier_above: Option<u64>,
+    /// Name of the time-of-day price window applied (e.g. `peak`), if the price has windows.
+    pub price_window: Option<Arc<str>>,
     /// A tenant contract price was used instead of the list price.
     pub contract: bool,
     /// Discount (negative) or markup applied, in percent.
@@ -171,6 +173,8 @@ pub fn cost_at(p: &Prices, t: &Tokens) -> Result<Decimal, UnpricedReason> {
     let k = &p.ticks;
     // Valid, so reasoning <= output: the difference is in 0..=output.
     let (plain_output, reasoning) = match k.reasoning {
+        // Thinking mode billed whole: the answer costs the reasoning price too (Qwen).
+        Some(r) if k.whole_output_at_reasoning && t.reasoning > 0 => (0, (t.output, r)),
         Some(r) => (t.output - t.reasoning, (t.reasoning, r)),
         None => (t.output, (0, 0)),
     };
@@ -211,6 +215,7 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
         billing_currency: billing_currency.clone(),
         exchange_rate: Decimal::ONE,
         tier_above: None,
+        price_window: None,
         contract: false,
         adjustment_percent: Decimal::ZERO,
         unpriced: Some(reason),
@@ -219,9 +224,15 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
         return unpriced(UnpricedReason::UnknownModel, None, billing_currency.clone());
     };
     let tokens = Tokens::of(event);
-    let (list_cost, currency, tier_above, contract) =
+    let (list_cost, currency, tier_above, price_window, contract) =
         match terms.and_then(|t| t.contract(&model.key, at)) {
-            Some(c) => (cost_at(&c.prices, &tokens), c.currency.clone(), None, true),
+            Some(c) => (
+                cost_at(&c.prices, &tokens),
+                c.currency.clone(),
+                None,
+                None,
+                true,
+            ),
             None => {
                 let Some(period) = model.period_at(at) else {
                     return unpriced(
@@ -236,11 +247,12 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
                         return unpriced(reason, Some(model.key.clone()), model.currency.clone())
                     }
                 };
-                let (prices, tier) = period.prices_for(prompt);
+                let applied = period.prices_at(at, prompt);
                 (
-                    cost_at(prices, &tokens),
+                    cost_at(applied.prices, &tokens),
                     model.currency.clone(),
-                    tier,
+                    applied.tier_above,
+                    applied.window.cloned(),
                     false,
                 )
             }
@@ -289,6 +301,7 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
                     cost,
                     currency,
                     tier_above,
+                    price_window,
                     contract,
                     adjustment_percent,
                     ..unpriced(
@@ -308,6 +321,7 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
         billing_currency,
         exchange_rate,
         tier_above,
+        price_window,
         contract,
         adjustment_percent,
         unpriced: None,
@@ -339,6 +353,7 @@ mod tests {
                 cache_write_1h: input * 2,
                 reasoning,
                 per_request: 0,
+                whole_output_at_reasoning: false,
             },
         }
     }

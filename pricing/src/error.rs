@@ -121,4 +121,41 @@ pub enum CatalogError {
     /// A discount of 100 % or more.
     #[error("adjustment of tenant {tenant}: percent {percent} must be > -100")]
     InvalidAdjustment { tenant: String, percent: String },
+    /// A window's time is not "HH:MM" (00:00-23:59, or 24:00 as an end), or ends before it starts.
+    #[error(
+        "{context}: {value:?} is not a valid window time (\"HH:MM\" UTC, `to` may be \"24:00\")"
+    )]
+    BadWindowTime { context: String, value: String },
+    /// A window names a day that is not a weekday name.
+    #[error("{context}: {value:?} is not a weekday (mon, tue, wed, thu, fri, sat, sun)")]
+    BadWeekday { context: String, value: String },
+    /// Two windows of one period have the same name.
+    #[error("{context}: two windows named {name:?}")]
+    DuplicateWindow { context: String, name: String },
+    /// A window lists no times or no days.
+    #[error("{context}: a window needs at least one entry in `times`, each with at least one day")]
+    EmptyWindow { context: String },
+    /// Two windows (or two stretches of one) cover the same time of the week.
+    #[error("{context}: price windows overlap: {first} and {second}")]
+    WindowOverlap {
+        context: String,
+        first: String,
+        second: String,
+    },
+    /// Some time of the week is in no window.
+    #[error("{context}: price windows leave a gap: [{from}, {to}) UTC is in no window")]
+    WindowGap {
+        context: String,
+        from: String,
+        to: String,
+    },
+    /// A period with windows also has tiers, which are not supported together.
+    #[error("{context}: a period with windows cannot have tiers")]
+    WindowsWithTiers { context: String },
+    /// A period with windows also has its own token prices; the windows' prices are the prices.
+    #[error("{context}: a period with windows takes its prices from the windows; remove {field}")]
+    WindowsWithPrices {
+        context: String,
+        field: &'static str,
+    },
 }

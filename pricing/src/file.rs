@@ -58,6 +58,9 @@ pub(crate) struct ModelFile {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub patterns: Vec<PatternFile>,
+    /// A call with reasoning bills its whole output (reasoning and answer) at `reasoning`.
+    #[serde(default)]
+    pub reasoning_bills_whole_output: bool,
     pub prices: Vec<PricePeriodFile>,
 }
 
@@ -110,12 +113,29 @@ with_price_fields!(TierFile {
     above_prompt_tokens: u64
 });
 
+/// One stretch of the week a price window covers: `days` at `[from, to)` UTC ("HH:MM",
+/// `to` may be "24:00").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WindowTimesFile {
+    pub days: Vec<String>,
+    pub from: String,
+    pub to: String,
+}
+
+with_price_fields!(WindowFile {
+    name: String,
+    times: Vec<WindowTimesFile>,
+});
+
 with_price_fields!(PricePeriodFile {
     effective_from: String,
     effective_to: Option<String>,
     source: String,
     #[serde(default)]
     tiers: Vec<TierFile>,
+    #[serde(default)]
+    windows: Vec<WindowFile>,
 });
 
 with_price_fields!(ContractFile {

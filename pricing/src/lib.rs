@@ -8,8 +8,10 @@ pub mod catalog;
 pub mod cost;
 pub mod error;
 mod file;
+pub mod window;
 
-pub use catalog::{Catalog, Model, PricePeriod, Prices, Tier};
+pub use catalog::{Applied, Catalog, Model, PricePeriod, Prices, Tier};
 pub use cost::{convert, cost_at, price_event, PricedCost, Tokens, UnpricedReason, COST_SCALE};
 pub use error::CatalogError;
 pub use file::ModelKind;
+pub use window::{PriceWindow, WeekSchedule};

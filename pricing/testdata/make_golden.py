@@ -42,15 +42,38 @@ def prices(block, per_request_default):
     return p
 
 
+DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def window(period, at):
+    """The window whose `times` contain `at` (weekday and UTC time of day), by a different
+    route than the Rust code: datetime's weekday and minutes since midnight."""
+    day, minute = DAYS[at.weekday()], at.hour * 60 + at.minute
+    hits = []
+    for w in period["windows"]:
+        for t in w["times"]:
+            start = int(t["from"][:2]) * 60 + int(t["from"][3:])
+            end = int(t["to"][:2]) * 60 + int(t["to"][3:])
+            if day in t["days"] and start <= minute < end:
+                hits.append(w)
+    assert len(hits) == 1, (period["effective_from"], at, [w["name"] for w in hits])
+    return hits[0]
+
+
 def cost(model, tokens, at):
     period = in_force(model["prices"], at)
-    base = prices(period, Decimal(0))
+    if "windows" in period:
+        base = prices(window(period, at), Decimal(0))
+    else:
+        base = prices(period, Decimal(0))
     prompt = tokens["input"] + tokens["cached_input"] + tokens["cache_write_5m"] + tokens["cache_write_1h"]
     p = base
     for tier in sorted(period.get("tiers", []), key=lambda t: t["above_prompt_tokens"]):
         if prompt > tier["above_prompt_tokens"]:
             p = prices(tier, base["per_request"])
-    if p["reasoning"] is not None:
+    if model.get("reasoning_bills_whole_output") and tokens["reasoning"] > 0:
+        out = tokens["output"] * p["reasoning"]
+    elif p["reasoning"] is not None:
         out = (tokens["output"] - tokens["reasoning"]) * p["output"] + tokens["reasoning"] * p["reasoning"]
     else:
         out = tokens["output"] * p["output"]

@@ -95,7 +95,7 @@ fn in_the_shipped_catalog_a_cached_token_never_costs_more_than_an_uncached_one()
     let c = Catalog::builtin();
     for m in c.models() {
         for period in &m.periods {
-            let all = std::iter::once(&period.base).chain(period.tiers.iter().map(|t| &t.prices));
+            let all = period.all_prices();
             for p in all {
                 assert!(
                     p.cached_input <= p.input,

@@ -78,6 +78,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "015_drop_event_id_bloom",
         sql: include_str!("../clickhouse/015_drop_event_id_bloom.sql"),
     },
+    // 016-019 are reserved for other work; numbers only order the list, gaps are fine.
+    Migration {
+        name: "020_price_window",
+        sql: include_str!("../clickhouse/020_price_window.sql"),
+    },
+    Migration {
+        name: "021_corrections_price_window",
+        sql: include_str!("../clickhouse/021_corrections_price_window.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).
@@ -103,6 +112,17 @@ mod tests {
             );
             assert!(!sql.contains("{db}"));
         }
+    }
+
+    #[test]
+    fn names_are_unique_and_ascending_gaps_allowed() {
+        // The runner applies the list in order and never looks at the numbers, so a gap
+        // (numbers reserved for other work) is fine; a repeat or a step back is not.
+        let numbers: Vec<u32> = MIGRATIONS
+            .iter()
+            .map(|m| m.name[..3].parse().expect("NNN_ prefix"))
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
     }
 
     #[test]

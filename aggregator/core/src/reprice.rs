@@ -100,6 +100,7 @@ mod tests {
             billing_currency: Arc::from(billing),
             exchange_rate: Decimal::ONE,
             tier_above: None,
+            price_window: None,
             contract: false,
             adjustment_percent: Decimal::ZERO,
             unpriced: unpriced.then_some(UnpricedReason::UnknownModel),

@@ -97,6 +97,7 @@ async fn run(cfg: RepriceConfig) -> anyhow::Result<()> {
             changes.push(Correction {
                 event: stored.event.clone(),
                 price_model: priced.price_model.as_deref().unwrap_or("").to_string(),
+                price_window: priced.price_window.as_deref().unwrap_or("").to_string(),
                 delta,
             });
         }
