@@ -78,6 +78,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "015_drop_event_id_bloom",
         sql: include_str!("../clickhouse/015_drop_event_id_bloom.sql"),
     },
+    // 016–029 are reserved for other work; the runner applies the list in order and does
+    // not care about gaps in the numbers.
+    Migration {
+        name: "030_usage_event_fates",
+        sql: include_str!("../clickhouse/030_usage_event_fates.sql"),
+    },
+    Migration {
+        name: "031_events_to_fates",
+        sql: include_str!("../clickhouse/031_events_to_fates.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).
