@@ -11,8 +11,11 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod connections;
 pub mod event_json;
+pub mod event_status;
 pub mod openapi;
+pub mod rate_limit;
 pub mod reason;
 pub mod server;
 pub mod telemetry;
