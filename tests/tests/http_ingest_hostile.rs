@@ -6,6 +6,8 @@
 //!   or after the header-read timeout; the body after the request deadline, 408);
 //! - at the connection cap, the connection that waited longest for a request is closed to
 //!   make room; when every connection is serving a request, a new one is closed at accept;
+//! - an idle keep-alive connection is closed at the idle timeout, not the header-read one,
+//!   and headers of a later request get the header-read timeout from their first byte;
 //! - a body sent a byte a second is cut off by the whole-request deadline (408);
 //! - gzip and zstd bodies are decoded within the body limit (a zip bomb is 413), other
 //!   encodings 415;
@@ -309,6 +311,80 @@ async fn at_the_cap_waiting_connections_make_room_and_busy_ones_do_not() {
     })
     .await;
     for reason in ["max_connections", "evicted_waiting"] {
+        let n = metric(
+            &text,
+            &format!("costpipe_ingest_http_connections_refused_total{{reason=\"{reason}\"}}"),
+        );
+        assert!(n >= 1, "{reason}: {text}");
+    }
+}
+
+/// Sends `GET /healthz` on `s` and reads its answer (keep-alive).
+async fn healthz_on(s: &mut TcpStream) {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.ends_with(b"\r\n\r\nok") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/test starts it"]
+async fn idle_keep_alive_has_its_own_timeout() {
+    let stack = Stack::from_env();
+    let names = Names::new("e2e_http_idle");
+    let http = start(
+        &stack,
+        &names,
+        &[
+            ("COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS", "1000"),
+            ("COSTPIPE_INGEST_IDLE_TIMEOUT_MS", "3000"),
+        ],
+    )
+    .await;
+    // Both answered once; then one stays idle, the other starts a request and stalls.
+    let mut idle = TcpStream::connect(("127.0.0.1", http.port)).await.unwrap();
+    let mut slow = TcpStream::connect(("127.0.0.1", http.port)).await.unwrap();
+    healthz_on(&mut idle).await;
+    let idle_since = Instant::now();
+    healthz_on(&mut slow).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let first_byte = Instant::now();
+    read_until_closed(&mut slow, Duration::from_secs(10)).await;
+    let slow_after = first_byte.elapsed();
+    assert!(
+        slow_after >= Duration::from_millis(900) && slow_after < Duration::from_millis(2500),
+        "slow headers closed {slow_after:?} after their first byte (header-read timeout 1 s)"
+    );
+    // Past the header-read timeout, the idle one is still open (it sent nothing)...
+    let mut buf = [0u8; 16];
+    let early = tokio::time::timeout(
+        Duration::from_millis(2000).saturating_sub(idle_since.elapsed()),
+        idle.read(&mut buf),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "idle connection closed before the idle timeout: {early:?}"
+    );
+    // ...and closed at the idle timeout.
+    read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    let idle_after = idle_since.elapsed();
+    println!("slow headers closed after {slow_after:?}, idle keep-alive after {idle_after:?}");
+    assert!(
+        idle_after >= Duration::from_millis(2900) && idle_after < Duration::from_millis(5000),
+        "idle keep-alive closed after {idle_after:?} (idle timeout 3 s)"
+    );
+    let text = metrics(http.port).await;
+    for reason in ["idle_timeout", "header_read_timeout"] {
         let n = metric(
             &text,
             &format!("costpipe_ingest_http_connections_refused_total{{reason=\"{reason}\"}}"),

@@ -62,8 +62,8 @@ pub struct HttpIngestConfig {
     /// Largest request body, in bytes (larger: 413 body_too_large).
     #[arg(long, env = "COSTPIPE_INGEST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
-    /// How long a client may take to send a request's headers, in milliseconds; an HTTP/1
-    /// keep-alive connection waiting for its next request is closed after this too.
+    /// How long a client may take to send a request's headers, in milliseconds: from accept
+    /// for the first request, from its first byte for a later one on a keep-alive connection.
     #[arg(
         long,
         env = "COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS",
@@ -78,9 +78,10 @@ pub struct HttpIngestConfig {
         default_value_t = 30_000
     )]
     pub request_timeout_ms: u64,
-    /// Idle keep-alive bound, in milliseconds: HTTP/2 connections are pinged at this
-    /// interval and closed when a ping is not answered within it (0: no HTTP/1 keep-alive,
-    /// no pings). HTTP/1 idle connections are closed by the header-read timeout.
+    /// Idle keep-alive timeout, in milliseconds: a connection that answered a request and has
+    /// not received a byte of the next one (HTTP/1), or has no stream open (HTTP/2), is closed
+    /// after this. HTTP/2 connections are also pinged at this interval and closed when a ping
+    /// is not answered within it. 0: no keep-alive (HTTP/1 closes after each answer), no pings.
     #[arg(
         long,
         env = "COSTPIPE_INGEST_IDLE_TIMEOUT_MS",

@@ -31,7 +31,7 @@ use crate::{EmitError, Emitter, EmitterConfig};
 
 use super::auth::ApiKeys;
 use super::config::HttpIngestConfig;
-use super::connections::{descriptor_limit, Waiting, RESERVED_DESCRIPTORS};
+use super::connections::{descriptor_limit, Waiting, Watched, RESERVED_DESCRIPTORS};
 use super::event_status::{EventFate, EventStatusStore};
 use super::openapi::{document, ErrorBody, EventResult, EventStatus, IngestResponse, ReadyBody};
 use super::rate_limit::{parse_overrides, retry_after_seconds, Limit, RateLimits, Refusal};
@@ -688,7 +688,7 @@ async fn read_limited(
         (status = 400, description = "No event in the body, a JSON array whose structure is broken, or a body that cannot be read or decompressed (`empty_body`, `invalid_json`, `unreadable_body`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key (`unauthorized`)", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 408, description = "The whole request (body included) was not received and answered within the request deadline, COSTPIPE_INGEST_REQUEST_TIMEOUT_MS, default 30 s (`request_timeout`); the connection is closed. Connections are also bounded: headers within COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS (default 5 s, then closed without an answer; an HTTP/1 connection idle between requests is closed after it too), at most COSTPIPE_INGEST_MAX_CONNECTIONS open (default 10,000; more are closed at accept), at most COSTPIPE_INGEST_MAX_REQUESTS_PER_CONNECTION HTTP/2 streams (default 100), HTTP/2 pings every COSTPIPE_INGEST_IDLE_TIMEOUT_MS (default 60 s)", body = ErrorBody,
+        (status = 408, description = "The whole request (body included) was not received and answered within the request deadline, COSTPIPE_INGEST_REQUEST_TIMEOUT_MS, default 30 s (`request_timeout`); the connection is closed. Connections are also bounded: headers within COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS (default 5 s from accept or from a later request's first byte, then closed without an answer), keep-alive connections idle for COSTPIPE_INGEST_IDLE_TIMEOUT_MS (default 60 s) closed, at most COSTPIPE_INGEST_MAX_CONNECTIONS open (default 10,000; more are closed at accept), at most COSTPIPE_INGEST_MAX_REQUESTS_PER_CONNECTION HTTP/2 streams (default 100), HTTP/2 pings at the idle timeout", body = ErrorBody,
             headers(("Connection" = String, description = "`close`"))),
         (status = 413, description = "Body over the size limit, COSTPIPE_INGEST_MAX_BODY_BYTES, default 8 MiB, as sent or once a gzip or zstd body is decompressed (`body_too_large`; a zip bomb is refused here, decompression stops at the limit); more events than the batch limit (`batch_too_large`); or more events or bytes in one request than the tenant's rate allows in a second (`over_rate_limit`: split the request)", body = ErrorBody),
         (status = 415, description = "A `Content-Encoding` other than `gzip`, `zstd` or `identity` (`unsupported_encoding`)", body = ErrorBody),
@@ -886,9 +886,11 @@ pub async fn prepare_topics(config: &HttpIngestConfig) -> anyhow::Result<()> {
 /// Serves `service` on `listener` until `shutdown` resolves, then waits for what is in flight.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) so that they are bounded:
-/// at most `max_connections` open (more are closed at accept), headers within the
-/// header-read timeout, at most `max_requests_per_connection` HTTP/2 streams, and HTTP/2
-/// keep-alive pings at the idle timeout.
+/// at most `max_connections` open (lowered to fit the descriptor limit; at the cap the
+/// connection waiting longest for a request makes room, else the new one is closed at
+/// accept), headers within the header-read timeout, idle keep-alive within the idle timeout
+/// (both run per connection, see [`super::connections`]), at most
+/// `max_requests_per_connection` HTTP/2 streams, and HTTP/2 pings at the idle timeout.
 pub async fn serve(
     service: Arc<IngestHttp>,
     listener: tokio::net::TcpListener,
@@ -897,10 +899,13 @@ pub async fn serve(
     let limits = service.connections.clone();
     let router = service.router();
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own header-read timer is off: it would also close idle keep-alive
+    // connections at the header-read timeout. Each connection's task runs both timers
+    // (`Connection::expired`).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .keep_alive(!limits.idle_timeout.is_zero());
     builder
         .http2()
@@ -968,6 +973,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
+        let (header_read, idle) = (limits.header_read_timeout, limits.idle_timeout);
         let connection = waiting.open();
         let hyper_service = TowerToHyperService::new(tower::service_fn({
             let router = router.clone();
@@ -987,14 +993,19 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let evict = connection.evict.clone();
+            let watched = Watched::new(stream, connection.clone());
             let conn = builder
-                .serve_connection(TokioIo::new(stream), hyper_service)
+                .serve_connection(TokioIo::new(watched), hyper_service)
                 .into_owned();
             tokio::pin!(conn);
             let outcome = tokio::select! {
                 outcome = conn.as_mut() => outcome,
                 // Dropping the connection closes the socket at once.
                 _ = evict.notified() => return,
+                timer = connection.expired(header_read, idle) => {
+                    service.metrics.connection_refused(timer.as_str());
+                    return;
+                }
                 _ = stop.changed() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await

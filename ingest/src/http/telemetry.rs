@@ -54,7 +54,7 @@ pub struct Metrics {
     /// `connections_refused_total{reason}`: connections closed by the service:
     /// `max_connections` (over the cap at accept, every connection busy),
     /// `evicted_waiting` (closed at the cap to make room: it had waited longest for a
-    /// request), `header_read_timeout` (headers too slow or idle keep-alive).
+    /// request), `header_read_timeout` (headers too slow), `idle_timeout` (keep-alive idle).
     pub connections_refused: Family<ReasonLabel, Counter>,
     /// `requests_timed_out_total`: requests answered 408 by the whole-request deadline.
     pub requests_timed_out: Counter,
@@ -88,7 +88,7 @@ impl Metrics {
         );
         registry.register(
             "connections_refused",
-            "Connections closed by the service, by reason (max_connections, evicted_waiting, header_read_timeout)",
+            "Connections closed by the service, by reason (max_connections, evicted_waiting, header_read_timeout, idle_timeout)",
             connections_refused.clone(),
         );
         registry.register(
