@@ -596,8 +596,8 @@ impl ClickHouseStore {
 
     /// Records the fate of the epoch's dropped duplicates and of its dead letters that decode
     /// as usage events (a conflict always does), for HTTP ingest's event status. At least
-    /// once: the table's sorting key names the record, so a repeat merges away. Nothing is
-    /// sent for an epoch with neither, i.e. almost always.
+    /// once: a repeated row is identical (same record, partition and offset) and the reader
+    /// takes DISTINCT rows. Nothing is sent for an epoch with neither, i.e. almost always.
     pub async fn write_fates(&self, epoch: &SealedEpoch) -> anyhow::Result<()> {
         let codec = costpipe_schemas::UsageCodec::current();
         let letters: Vec<(
