@@ -256,19 +256,32 @@ async fn at_the_cap_waiting_connections_make_room_and_busy_ones_do_not() {
     drop(held);
 
     // Five connections busy with a request (a body that never comes): no one to make room,
-    // so a new connection is closed at accept.
+    // so a new connection is closed at accept. `100 Continue` comes once the handler reads
+    // the body, so each is known to be busy before the next one connects (a connection
+    // still waiting for its headers could be closed to make room for the next).
     let mut busy = Vec::new();
     for _ in 0..5 {
         let mut s = TcpStream::connect(("127.0.0.1", http.port)).await.unwrap();
         s.write_all(
             format!(
                 "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
-                 Content-Length: 1000\r\n\r\n"
+                 Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
             )
             .as_bytes(),
         )
         .await
         .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        while !seen.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("100 Continue")
+                .unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(seen.starts_with(b"HTTP/1.1 100"), "{seen:?}");
         busy.push(s);
     }
     let port = http.port;
