@@ -205,6 +205,17 @@ async fn stalled_headers_are_closed_and_do_not_starve_valid_requests() {
         &text,
         "costpipe_ingest_http_connections_refused_total{reason=\"evicted_waiting\"}",
     );
+    println!(
+        "closed: {} by the header-read timeout, {} to make room, in {elapsed:?}",
+        metric(
+            &text,
+            "costpipe_ingest_http_connections_refused_total{reason=\"header_read_timeout\"}"
+        ),
+        metric(
+            &text,
+            "costpipe_ingest_http_connections_refused_total{reason=\"evicted_waiting\"}"
+        ),
+    );
     assert!(closed >= 320, "{closed} closed for slow headers:\n{text}");
     assert_eq!(
         metric(&text, "costpipe_ingest_http_requests_timed_out_total"),
