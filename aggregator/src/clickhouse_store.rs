@@ -30,6 +30,27 @@ pub const EVENTS_TABLE: &str = "usage_events_priced";
 pub const POSITIONS_TABLE: &str = "ingest_positions";
 /// Completion markers.
 pub const DONE_TABLE: &str = "ingest_epochs_done";
+/// What became of each event id (priced rows come from a view over the events table).
+pub const FATES_TABLE: &str = "usage_event_fates";
+/// `usage_event_fates.fate` values written here (Enum8).
+const FATE_DUPLICATE: i8 = 2;
+const FATE_DEAD_LETTER: i8 = 3;
+
+#[derive(Row, Serialize)]
+struct FateRow<'a> {
+    tenant_id: &'a str,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    fate: i8,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    event_time: DateTime<Utc>,
+    reason_code: &'a str,
+    reason: &'a str,
+    source_partition: i32,
+    source_offset: i64,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    recorded_at: DateTime<Utc>,
+}
 
 /// Exact `Decimal(18, 6)` wire value of a percentage (catalog percents have at most 6 places).
 pub fn percent_to_ticks(d: Decimal) -> i64 {
@@ -159,6 +180,10 @@ pub struct ClickHouseStore {
     client: Client,
     database: String,
     timeout: std::time::Duration,
+}
+
+fn ms_to_datetime(ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 impl ClickHouseStore {
@@ -469,6 +494,61 @@ impl ClickHouseStore {
         })
         .await?;
         Ok(Written::Now)
+    }
+
+    /// Records the fate of the epoch's dropped duplicates and of its dead letters that decode
+    /// as usage events (a conflict always does), for HTTP ingest's event status. At least
+    /// once: a repeated row is identical (same record, partition and offset) and the reader
+    /// takes DISTINCT rows. Nothing is sent for an epoch with neither, i.e. almost always.
+    pub async fn write_fates(&self, epoch: &SealedEpoch) -> anyhow::Result<()> {
+        let codec = costpipe_schemas::UsageCodec::current();
+        let letters: Vec<(
+            costpipe_schemas::UsageEvent,
+            &costpipe_aggregator_core::DeadLetter,
+        )> = epoch
+            .dead_letters
+            .iter()
+            .filter_map(|d| codec.decode(&d.payload).ok().map(|e| (e, d)))
+            .collect();
+        if epoch.duplicates.is_empty() && letters.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut insert = self.client.insert::<FateRow<'_>>(FATES_TABLE).await?;
+        self.timed("writing event fates", async {
+            for d in &epoch.duplicates {
+                insert
+                    .write(&FateRow {
+                        tenant_id: &d.tenant_id,
+                        event_id: d.event_id,
+                        fate: FATE_DUPLICATE,
+                        event_time: ms_to_datetime(d.event_time),
+                        reason_code: "",
+                        reason: "",
+                        source_partition: d.partition,
+                        source_offset: d.offset,
+                        recorded_at: now,
+                    })
+                    .await?;
+            }
+            for (e, d) in &letters {
+                insert
+                    .write(&FateRow {
+                        tenant_id: &e.tenant_id,
+                        event_id: e.event_id,
+                        fate: FATE_DEAD_LETTER,
+                        event_time: ms_to_datetime(e.event_time),
+                        reason_code: d.reason_code,
+                        reason: &d.reason,
+                        source_partition: d.partition,
+                        source_offset: d.offset,
+                        recorded_at: now,
+                    })
+                    .await?;
+            }
+            insert.end().await
+        })
+        .await
     }
 
     /// Ids of `partition`'s events stored at or after `since_ms`, oldest first.

@@ -180,6 +180,9 @@ async fn perform(
             StepOutcome::Ok
         }
         WriteStep::Intent => {
+            // Fates of duplicates and dead letters first (rare; at least once), so that an
+            // epoch whose intent is stored has recorded them, a rebuilt one included.
+            store.write_fates(write.epoch()).await?;
             store.write_intent(&write.intent()).await?;
             StepOutcome::Ok
         }

@@ -234,7 +234,7 @@ mod tests {
                 late: false,
             }],
             dead_letters: vec![],
-            duplicates: 0,
+            duplicates: vec![],
             replay: false,
         }
     }

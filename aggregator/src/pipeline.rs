@@ -271,7 +271,9 @@ impl Pipeline {
                 self.metrics
                     .events_late
                     .inc_by(epoch.events.iter().filter(|e| e.late).count() as u64);
-                self.metrics.events_duplicate.inc_by(epoch.duplicates);
+                self.metrics
+                    .events_duplicate
+                    .inc_by(epoch.duplicates.len() as u64);
                 for dl in &epoch.dead_letters {
                     self.metrics
                         .dead_letters

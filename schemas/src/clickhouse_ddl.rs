@@ -78,7 +78,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "015_drop_event_id_bloom",
         sql: include_str!("../clickhouse/015_drop_event_id_bloom.sql"),
     },
-    // 016-019 are reserved for other work; numbers only order the list, gaps are fine.
+    // Numbers only order the list (the runner applies it in order); gaps are fine.
     Migration {
         name: "020_price_window",
         sql: include_str!("../clickhouse/020_price_window.sql"),
@@ -86,6 +86,14 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "021_corrections_price_window",
         sql: include_str!("../clickhouse/021_corrections_price_window.sql"),
+    },
+    Migration {
+        name: "030_usage_event_fates",
+        sql: include_str!("../clickhouse/030_usage_event_fates.sql"),
+    },
+    Migration {
+        name: "031_events_to_fates",
+        sql: include_str!("../clickhouse/031_events_to_fates.sql"),
     },
 ];
 

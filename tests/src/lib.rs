@@ -579,6 +579,21 @@ impl Service {
         partitions: i32,
         extra: &[(&str, &str)],
     ) -> Service {
+        Service::ingest_http_limited(stack, usage, dead_letters, tenants, partitions, extra, None)
+            .await
+    }
+
+    /// [`Service::ingest_http`], with the process's descriptor limit (soft and hard) set to
+    /// `nofile` through `prlimit` (util-linux, installed by `scripts/stack deps`).
+    pub async fn ingest_http_limited(
+        stack: &Stack,
+        usage: &str,
+        dead_letters: &str,
+        tenants: &[&str],
+        partitions: i32,
+        extra: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Service {
         use costpipe_ingest::http::auth::hash_key;
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{}-ingest-http-{port}.log", unique("http")));
@@ -586,7 +601,16 @@ impl Service {
             .iter()
             .map(|t| format!("{t}:{}", hash_key(&key_of(t))))
             .collect();
-        let mut cmd = Command::new(binary("costpipe-ingest-http"));
+        let mut cmd = match nofile {
+            None => Command::new(binary("costpipe-ingest-http")),
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(binary("costpipe-ingest-http"));
+                c
+            }
+        };
         cmd.env("COSTPIPE_INGEST_ADDR", format!("127.0.0.1:{port}"))
             .env("COSTPIPE_KAFKA_BROKERS", &stack.brokers)
             .env("COSTPIPE_USAGE_TOPIC", usage)

@@ -20,6 +20,17 @@ pub struct PricedEvent {
     pub late: bool,
 }
 
+/// An exact copy of a counted event, dropped: kept only to record its fate (HTTP ingest's
+/// `GET /v1/events/{id}` answers from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateEvent {
+    pub tenant_id: String,
+    pub event_id: uuid::Uuid,
+    pub event_time: i64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// When an open epoch is sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochPolicy {
@@ -46,7 +57,7 @@ pub(crate) struct OpenEpoch {
     pub opened_at_ms: i64,
     pub events: Vec<PricedEvent>,
     pub dead_letters: Vec<DeadLetter>,
-    pub duplicates: u64,
+    pub duplicates: Vec<DuplicateEvent>,
 }
 
 impl OpenEpoch {
@@ -57,7 +68,7 @@ impl OpenEpoch {
             opened_at_ms,
             events: Vec::new(),
             dead_letters: Vec::new(),
-            duplicates: 0,
+            duplicates: Vec::new(),
         }
     }
 
@@ -71,9 +82,9 @@ impl OpenEpoch {
     }
 
     /// A record that leaves no trace (a dropped duplicate) still belongs to the range.
-    pub fn add_skipped(&mut self, offset: i64) {
-        self.next_offset = offset + 1;
-        self.duplicates += 1;
+    pub fn add_skipped(&mut self, duplicate: DuplicateEvent) {
+        self.next_offset = duplicate.offset + 1;
+        self.duplicates.push(duplicate);
     }
 
     pub fn add_dead_letter(&mut self, dl: DeadLetter) {
@@ -115,7 +126,7 @@ pub struct SealedEpoch {
     pub events: Vec<PricedEvent>,
     pub dead_letters: Vec<DeadLetter>,
     /// Exact copies of counted events dropped from the range.
-    pub duplicates: u64,
+    pub duplicates: Vec<DuplicateEvent>,
     /// Rebuilt from a checkpoint after a restart: its dead letters were already forwarded.
     pub replay: bool,
 }

@@ -239,7 +239,7 @@ mod tests {
                     reason: "x".into(),
                 })
                 .collect(),
-            duplicates: 0,
+            duplicates: Vec::new(),
             replay: false,
         }
     }

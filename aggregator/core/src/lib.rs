@@ -24,7 +24,7 @@ pub use checkpoint::{
     next_generation, plan_resume, EpochDone, EpochIntent, PartitionCheckpoint, ResumePlan, StartAt,
 };
 pub use dead_letter::DeadLetter;
-pub use epoch::{EpochPolicy, PricedEvent, SealedEpoch};
+pub use epoch::{DuplicateEvent, EpochPolicy, PricedEvent, SealedEpoch};
 pub use epoch_writer::{EpochWrite, Progress, RetryPolicy, StepOutcome, WriteStep};
 pub use period::Period;
 pub use processor::{Disposition, Processor, ProcessorStats, SourceRecord};

@@ -13,7 +13,7 @@ use costpipe_schemas::{UsageCodec, ValidationLimits};
 
 use crate::checkpoint::{ResumePlan, StartAt};
 use crate::dead_letter::DeadLetter;
-use crate::epoch::{EpochPolicy, OpenEpoch, PricedEvent, SealedEpoch};
+use crate::epoch::{DuplicateEvent, EpochPolicy, OpenEpoch, PricedEvent, SealedEpoch};
 use crate::recent_ids::{Fingerprint, RecentIds, RecentIdsPolicy, Seen};
 use crate::watermark::{Watermark, WatermarkConfig};
 use crate::windows::{Amounts, LiveRow, SpendWindows, WindowKey, WindowKeyRef};
@@ -311,7 +311,15 @@ impl Processor {
             let fp = Fingerprint::of(&priced.event);
             match state.recent.observe(priced.event.event_id, fp, now_ms) {
                 Seen::Fresh => {}
-                Seen::Duplicate => return Ok(None),
+                Seen::Duplicate => {
+                    return Ok(Err(DuplicateEvent {
+                        tenant_id: priced.event.tenant_id.clone(),
+                        event_id: priced.event.event_id,
+                        event_time: priced.event.event_time,
+                        partition: rec.partition,
+                        offset: rec.offset,
+                    }))
+                }
                 Seen::Conflict => return Err(conflict(&priced, &rec)),
             }
             let e = &priced.event;
@@ -335,18 +343,18 @@ impl Processor {
             if !state.tenants.contains(&e.tenant_id) {
                 state.tenants.insert(e.tenant_id.clone());
             }
-            Ok(Some(priced))
+            Ok(Ok(priced))
         });
         let disposition = match outcome {
-            Ok(Some(priced)) => {
+            Ok(Ok(priced)) => {
                 self.stats.accepted += 1;
                 self.stats.unpriced += u64::from(priced.priced.is_unpriced());
                 epoch.add_event(priced);
                 Disposition::Accepted
             }
-            Ok(None) => {
+            Ok(Err(duplicate)) => {
                 self.stats.duplicates += 1;
-                epoch.add_skipped(rec.offset);
+                epoch.add_skipped(duplicate);
                 Disposition::Duplicate
             }
             Err(dl) => {

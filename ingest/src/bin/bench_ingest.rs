@@ -6,7 +6,12 @@
 //! (c) HTTP ingest (`costpipe-ingest-http`'s service, started in this process) fed JSON arrays
 //!     of `--batch` events by `--clients` concurrent HTTP clients, bodies serialized before
 //!     the clock starts.
+//! (d) the same HTTP bodies compressed (`Content-Encoding: gzip`, then `zstd`), compressed
+//!     before the clock starts: the decompression (capped) is in the measured path.
 //! Each phase waits for every delivery report (for HTTP: every 202 with all events accepted).
+//! The HTTP service runs with every limit on: timeouts, connection cap, and per-tenant rates
+//! (set by `--tenant-events-per-s` / `--tenant-bytes-per-s` above what the run sends, so
+//! each request pays for the check but none is refused).
 //!
 //! `cargo run --release -p costpipe-ingest --bin costpipe-bench-ingest -- --events 200000`
 
@@ -56,9 +61,16 @@ struct BenchConfig {
     /// Runs of each phase; the median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Only these phases (comma-separated: raw, emitter, http).
-    #[arg(long, default_value = "raw,emitter,http")]
+    /// Only these phases (comma-separated: raw, emitter, http, http-gzip, http-zstd).
+    #[arg(long, default_value = "raw,emitter,http,http-gzip,http-zstd")]
     phases: String,
+    /// HTTP ingest's rate per tenant, events/s (the synthetic stream puts half its events on
+    /// one tenant, so this must exceed the whole run's rate for no request to be refused).
+    #[arg(long, default_value_t = 2_000_000)]
+    tenant_events_per_s: u32,
+    /// HTTP ingest's rate per tenant, decompressed body bytes/s.
+    #[arg(long, default_value_t = 2_000_000_000)]
+    tenant_bytes_per_s: u32,
     /// Process id of the broker, to report its CPU time too.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -168,6 +180,7 @@ async fn run_http(
     url: &str,
     bodies: Arc<Vec<(String, Bytes, usize)>>,
     clients: usize,
+    encoding: Option<&'static str>,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::new();
@@ -179,13 +192,14 @@ async fn run_http(
                 let Some((key, body, n)) = bodies.get(i) else {
                     return Ok::<(), anyhow::Error>(());
                 };
-                let resp = client
+                let mut req = client
                     .post(url)
                     .bearer_auth(key)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
+                    .header("content-type", "application/json");
+                if let Some(encoding) = encoding {
+                    req = req.header("content-encoding", encoding);
+                }
+                let resp = req.body(body.clone()).send().await?;
                 let status = resp.status();
                 let answer: serde_json::Value = resp.json().await?;
                 anyhow::ensure!(
@@ -200,6 +214,20 @@ async fn run_http(
         r?;
     }
     Ok(())
+}
+
+/// `body` compressed as `encoding` (gzip or zstd, default levels), as a client would send it.
+fn compress(encoding: &str, body: &[u8]) -> anyhow::Result<Bytes> {
+    use std::io::Write;
+    Ok(Bytes::from(match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(body)?;
+            e.finish()?
+        }
+        "zstd" => zstd::encode_all(body, 0)?,
+        other => anyhow::bail!("unknown encoding {other}"),
+    }))
 }
 
 fn median(mut runs: Vec<Run>) -> Run {
@@ -354,12 +382,32 @@ async fn main() -> anyhow::Result<()> {
         emitter.flush(Duration::from_secs(30))?;
         results.push(("emitter (validate + encode + produce)", median(runs)));
     }
-    if phases.contains(&"http") {
-        let http_config = HttpIngestConfig::new(
+    let http_phases: Vec<(&str, Option<&'static str>, &str)> = [
+        ("http", None, "HTTP ingest (JSON arrays, in-process server)"),
+        ("http-gzip", Some("gzip"), "HTTP ingest, gzip bodies"),
+        ("http-zstd", Some("zstd"), "HTTP ingest, zstd bodies"),
+    ]
+    .into_iter()
+    .filter(|(p, _, _)| phases.contains(p))
+    .collect();
+    if !http_phases.is_empty() {
+        let mut http_config = HttpIngestConfig::new(
             &cfg.kafka.brokers,
             topic("http"),
             topic("dlq"),
             keys.join(","),
+        );
+        http_config.rate_events_per_s = cfg.tenant_events_per_s;
+        http_config.rate_bytes_per_s = cfg.tenant_bytes_per_s;
+        println!(
+            "HTTP limits on: rate {} events/s and {} B/s per tenant, body {} B, {} connections, \
+             header read {} ms, request {} ms",
+            http_config.rate_events_per_s,
+            http_config.rate_bytes_per_s,
+            http_config.max_body_bytes,
+            http_config.max_connections,
+            http_config.header_read_timeout_ms,
+            http_config.request_timeout_ms
         );
         let service = IngestHttp::new(&http_config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -368,20 +416,38 @@ async fn main() -> anyhow::Result<()> {
         let server = tokio::spawn(serve(service, listener, async {
             let _ = stop_rx.await;
         }));
-        let warm: Vec<_> = bodies.iter().take(4).cloned().collect();
-        run_http(&url, Arc::new(warm), cfg.clients).await?;
-        let mut runs = Vec::new();
-        for _ in 0..cfg.rounds {
-            runs.push(
-                timed(cfg.broker_pid, || {
-                    run_http(&url, bodies.clone(), cfg.clients)
-                })
-                .await?,
-            );
+        for (_, encoding, name) in http_phases {
+            let bodies = match encoding {
+                None => bodies.clone(),
+                Some(e) => {
+                    let compressed = bodies
+                        .iter()
+                        .map(|(k, b, n)| Ok((k.clone(), compress(e, b)?, *n)))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let total: usize = compressed.iter().map(|(_, b, _)| b.len()).sum();
+                    println!(
+                        "{e}: {:.0} B per event on the wire ({:.1}x smaller than JSON)",
+                        total as f64 / cfg.events as f64,
+                        json_bytes as f64 / total as f64
+                    );
+                    Arc::new(compressed)
+                }
+            };
+            let warm: Vec<_> = bodies.iter().take(4).cloned().collect();
+            run_http(&url, Arc::new(warm), cfg.clients, encoding).await?;
+            let mut runs = Vec::new();
+            for _ in 0..cfg.rounds {
+                runs.push(
+                    timed(cfg.broker_pid, || {
+                        run_http(&url, bodies.clone(), cfg.clients, encoding)
+                    })
+                    .await?,
+                );
+            }
+            results.push((name, median(runs)));
         }
         let _ = stop_tx.send(());
         server.await??;
-        results.push(("HTTP ingest (JSON arrays, in-process server)", median(runs)));
     }
 
     let raw = results

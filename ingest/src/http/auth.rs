@@ -56,6 +56,11 @@ impl ApiKeys {
         self.entries.is_empty()
     }
 
+    /// The configured tenants (a tenant with several keys appears once per key).
+    pub fn tenants(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(t, _)| t.as_str())
+    }
+
     /// Number of configured keys.
     pub fn len(&self) -> usize {
         self.entries.len()

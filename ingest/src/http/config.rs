@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use costpipe_clickhouse::ClickHouseArgs;
 use costpipe_kafka::KafkaArgs;
 use costpipe_schemas::ValidationLimits;
 
@@ -25,6 +26,17 @@ pub struct HttpIngestConfig {
     /// Kafka connection.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// ClickHouse, where the aggregator stores events: read by `GET /v1/events/{event_id}`
+    /// only (not needed to ingest).
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    /// Most `GET /v1/events/{event_id}` lookups in flight at once (more: 429, retry after 1 s).
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_STATUS_MAX_IN_FLIGHT",
+        default_value_t = 16
+    )]
+    pub status_max_in_flight: usize,
     /// Usage events topic.
     #[arg(
         long,
@@ -50,8 +62,8 @@ pub struct HttpIngestConfig {
     /// Largest request body, in bytes (larger: 413 body_too_large).
     #[arg(long, env = "COSTPIPE_INGEST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
-    /// How long a client may take to send a request's headers, in milliseconds; an HTTP/1
-    /// keep-alive connection waiting for its next request is closed after this too.
+    /// How long a client may take to send a request's headers, in milliseconds: from accept
+    /// for the first request, from its first byte for a later one on a keep-alive connection.
     #[arg(
         long,
         env = "COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS",
@@ -66,9 +78,10 @@ pub struct HttpIngestConfig {
         default_value_t = 30_000
     )]
     pub request_timeout_ms: u64,
-    /// Idle keep-alive bound, in milliseconds: HTTP/2 connections are pinged at this
-    /// interval and closed when a ping is not answered within it (0: no HTTP/1 keep-alive,
-    /// no pings). HTTP/1 idle connections are closed by the header-read timeout.
+    /// Idle keep-alive timeout, in milliseconds: a connection that answered a request and has
+    /// not received a byte of the next one (HTTP/1), or has no stream open (HTTP/2), is closed
+    /// after this. HTTP/2 connections are also pinged at this interval and closed when a ping
+    /// is not answered within it. 0: no keep-alive (HTTP/1 closes after each answer), no pings.
     #[arg(
         long,
         env = "COSTPIPE_INGEST_IDLE_TIMEOUT_MS",
@@ -90,6 +103,25 @@ pub struct HttpIngestConfig {
         default_value_t = 100
     )]
     pub max_requests_per_connection: u32,
+    /// Each tenant's rate in events per second, unless `tenant_rates` names it (0: no
+    /// limit). The bucket holds one second's worth; over it: 429 with `Retry-After`.
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_RATE_EVENTS_PER_S",
+        default_value_t = 50_000
+    )]
+    pub rate_events_per_s: u32,
+    /// Each tenant's rate in body bytes per second (decompressed), unless `tenant_rates`
+    /// names it (0: no limit).
+    #[arg(
+        long,
+        env = "COSTPIPE_INGEST_RATE_BYTES_PER_S",
+        default_value_t = 64 << 20
+    )]
+    pub rate_bytes_per_s: u32,
+    /// Per-tenant rates: `tenant=events_per_s:bytes_per_s` pairs, comma-separated (0: no limit).
+    #[arg(long, env = "COSTPIPE_INGEST_TENANT_RATES", default_value = "")]
+    pub tenant_rates: String,
     /// Most events in one request (more: 413 batch_too_large).
     #[arg(
         long,

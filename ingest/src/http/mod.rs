@@ -7,12 +7,19 @@
 //! [`server`] only reads the body, produces accepted events through the
 //! [`Emitter`](crate::Emitter) (so their bytes on the topic are the emitter's) and rejected
 //! ones to the dead-letter topic, and answers after the broker acknowledged both.
+//! Against hostile clients: [`connections`] (per-connection header-read and idle timers, room
+//! made at the connection cap), [`rate_limit`] (a token bucket per tenant, 429), and the
+//! capped decompression of gzip and zstd bodies in [`server`].
+//! `GET /v1/events/{event_id}` answers an event's fate from ClickHouse ([`event_status`]).
 
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod connections;
 pub mod event_json;
+pub mod event_status;
 pub mod openapi;
+pub mod rate_limit;
 pub mod reason;
 pub mod server;
 pub mod telemetry;

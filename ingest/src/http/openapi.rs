@@ -75,7 +75,10 @@ pub enum EventsBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
-    /// Acknowledged by the broker: it will be counted.
+    /// Accepted for processing: the broker has it, and the aggregator will read it. Not yet
+    /// priced: an event whose id was already counted with other content is dead-lettered
+    /// there as a conflict, and an exact copy is dropped as a duplicate. Its fate is answered
+    /// by `GET /v1/events/{event_id}`.
     Accepted,
     /// Refused for the reason in `code`; sent to the dead-letter topic. Do not retry as is.
     Rejected,
@@ -160,12 +163,13 @@ impl Modify for BearerAuth {
     ),
     paths(
         super::server::post_events,
+        super::server::get_event,
         super::server::healthz,
         super::server::readyz,
         super::server::metrics,
         super::server::openapi_json,
     ),
-    components(schemas(EventDoc, EventTimeDoc, EventsBody, EventResult, EventStatus, IngestResponse, ErrorBody, ReadyBody)),
+    components(schemas(EventDoc, EventTimeDoc, EventsBody, EventResult, EventStatus, IngestResponse, ErrorBody, ReadyBody, super::event_status::EventFate, super::event_status::EventCopy, super::event_status::EventCost)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -185,6 +189,7 @@ mod tests {
         let doc = serde_json::to_value(document()).unwrap();
         for path in [
             "/v1/events",
+            "/v1/events/{event_id}",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -196,9 +201,19 @@ mod tests {
         for ct in ["application/json", "application/x-ndjson"] {
             assert!(post["requestBody"]["content"].get(ct).is_some(), "{ct}");
         }
-        for status in ["202", "400", "401", "408", "413", "415", "503"] {
+        for status in ["202", "400", "401", "408", "413", "415", "429", "503"] {
             assert!(post["responses"].get(status).is_some(), "{status}");
         }
+        let get = &doc["paths"]["/v1/events/{event_id}"]["get"];
+        for status in ["200", "400", "401", "404", "408", "429", "503"] {
+            assert!(get["responses"].get(status).is_some(), "GET {status}");
+        }
+        assert!(
+            post["responses"]["429"]["headers"]
+                .get("Retry-After")
+                .is_some(),
+            "429 documents Retry-After"
+        );
         assert_eq!(
             doc["components"]["securitySchemes"]["api_key"]["scheme"],
             "bearer"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use rdkafka::producer::Producer;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
@@ -30,21 +31,30 @@ use crate::{EmitError, Emitter, EmitterConfig};
 
 use super::auth::ApiKeys;
 use super::config::HttpIngestConfig;
+use super::connections::{descriptor_limit, Waiting, Watched, RESERVED_DESCRIPTORS};
+use super::event_status::{EventFate, EventStatusStore};
 use super::openapi::{document, ErrorBody, EventResult, EventStatus, IngestResponse, ReadyBody};
+use super::rate_limit::{parse_overrides, retry_after_seconds, Limit, RateLimits, Refusal};
 use super::reason::{Reason, Rejection};
 use super::telemetry::{FormatLabel, Metrics, StatusLabel};
 use super::verdict::{judge_body, Rules, Verdict};
+
+/// How long a new connection waits for the place of an evicted one before it is refused.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
 
 /// The running service's state.
 pub struct IngestHttp {
     emitter: Emitter,
     dead_letters: DeadLetterProducer,
     keys: ApiKeys,
+    rates: RateLimits,
     rules: Rules,
     max_body_bytes: usize,
     usage_topic: String,
     metrics: Metrics,
     connections: ConnectionLimits,
+    statuses: EventStatusStore,
+    status_slots: Arc<Semaphore>,
 }
 
 /// How connections and requests are bounded (see [`HttpIngestConfig`]).
@@ -80,6 +90,11 @@ impl IngestHttp {
             config.header_read_timeout_ms > 0 && config.request_timeout_ms > 0,
             "header_read_timeout_ms and request_timeout_ms must be > 0"
         );
+        let rates = RateLimits::new(
+            keys.tenants(),
+            (config.rate_events_per_s, config.rate_bytes_per_s),
+            &parse_overrides(&config.tenant_rates)?,
+        );
         let rules = config.rules();
         let mut emitter_config = EmitterConfig::new(&config.kafka.brokers, &config.usage_topic);
         emitter_config.limits = rules.limits.clone();
@@ -100,10 +115,20 @@ impl IngestHttp {
             config.dead_letter_max_bytes,
             config.delivery_timeout_ms,
         )?;
+        anyhow::ensure!(
+            config.status_max_in_flight > 0,
+            "status_max_in_flight must be > 0"
+        );
+        // Builds the client only; ClickHouse is first asked at the first lookup.
+        let statuses =
+            EventStatusStore::new(config.clickhouse.client()?, config.clickhouse.timeout());
         Ok(Arc::new(IngestHttp {
+            statuses,
+            status_slots: Arc::new(Semaphore::new(config.status_max_in_flight)),
             emitter,
             dead_letters,
             keys,
+            rates,
             rules,
             max_body_bytes: config.max_body_bytes,
             usage_topic: config.usage_topic.clone(),
@@ -122,6 +147,7 @@ impl IngestHttp {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/v1/events", post(post_events))
+            .route("/v1/events/{event_id}", get(get_event))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
@@ -174,20 +200,21 @@ impl IngestHttp {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let gzip = match headers
+        let encoding = match headers
             .get(header::CONTENT_ENCODING)
             .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("") | Some("identity") => false,
-            Some("gzip") | Some("x-gzip") => true,
+            None | Some("") | Some("identity") => None,
+            Some("gzip") | Some("x-gzip") => Some(Encoding::Gzip),
+            Some("zstd") => Some(Encoding::Zstd),
             Some(other) => {
                 return error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_encoding",
                     &format!(
-                        "Content-Encoding {other:?} is not supported: send gzip or no encoding"
-                    ),
+                    "Content-Encoding {other:?} is not supported: send gzip, zstd or no encoding"
+                ),
                 )
             }
         };
@@ -210,31 +237,42 @@ impl IngestHttp {
                 )
             }
         };
-        let body = if gzip {
-            match gunzip_limited(&body, self.max_body_bytes) {
+        let body = match encoding {
+            None => body,
+            Some(encoding) => match decompress_limited(encoding, &body, self.max_body_bytes) {
                 Ok(b) => b,
-                Err(GunzipError::TooLarge) => {
+                Err(DecompressError::TooLarge) => {
                     let message = format!(
-                        "the gzip body decompresses to more than {} bytes, the limit",
+                        "the {} body decompresses to more than {} bytes, the limit",
+                        encoding.as_str(),
                         self.max_body_bytes
                     );
                     return self
                         .body_too_large(&body, body.len(), message, tenant, content_type, now_ms)
                         .await;
                 }
-                Err(GunzipError::Invalid(e)) => {
+                Err(DecompressError::Invalid(e)) => {
                     return error(
                         StatusCode::BAD_REQUEST,
                         "unreadable_body",
-                        &format!("the gzip body could not be decompressed: {e}"),
+                        &format!(
+                            "the {} body could not be decompressed: {e}",
+                            encoding.as_str()
+                        ),
                     )
                 }
-            }
-        } else {
-            body
+            },
         };
+        // Rate limits: bytes before the parse (it costs CPU), events once they are counted.
+        // A refused request produces and dead-letters nothing.
+        if let Err(refusal) = self.rates.take(tenant, Limit::Bytes, body.len()) {
+            return self.rate_limited(tenant, refusal);
+        }
         let judged = match judge_body(&body, content_type, tenant, &self.rules, now_ms) {
             Ok((format, judged)) => {
+                if let Err(refusal) = self.rates.take(tenant, Limit::Events, judged.len()) {
+                    return self.rate_limited(tenant, refusal);
+                }
                 self.metrics
                     .events_received
                     .get_or_create(&FormatLabel {
@@ -372,7 +410,45 @@ impl IngestHttp {
             .into_response()
     }
 
-    /// Dead-letters a whole refused body and counts it.
+    /// Answers a request over its tenant's rate (429 with `Retry-After`), or larger than the
+    /// rate allows in one request (413), and counts it. Nothing is dead-lettered: the client
+    /// still holds the events and can send them again.
+    fn rate_limited(&self, tenant: &str, refusal: Refusal) -> Response {
+        let (limit, per_s, retry_after) = match refusal {
+            Refusal::Later {
+                limit,
+                retry_after,
+                per_s,
+            } => (limit, per_s, Some(retry_after_seconds(retry_after))),
+            Refusal::TooLarge { limit, per_s } => (limit, per_s, None),
+        };
+        self.metrics.rate_limited(tenant, limit.as_str());
+        let unit = limit.as_str();
+        match retry_after {
+            Some(secs) => {
+                let mut resp = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &format!(
+                        "tenant {tenant} is over its rate of {per_s} {unit}/s; retry after {secs} s \
+                         with the same event ids"
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                resp
+            }
+            None => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "over_rate_limit",
+                &format!(
+                    "the request holds more {unit} than tenant {tenant}'s rate of {per_s} {unit}/s \
+                     allows at once: split it"
+                ),
+            ),
+        }
+    }
+
     /// Refuses a body over the limit (as sent, or once decompressed) with 413, dead-lettering
     /// what was read of it.
     async fn body_too_large(
@@ -498,21 +574,60 @@ enum ReadError {
     Io(axum::Error),
 }
 
-enum GunzipError {
+/// A supported `Content-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum DecompressError {
     TooLarge,
     Invalid(std::io::Error),
 }
 
-/// Decompresses a gzip body (one or more members) into at most `limit` bytes.
-fn gunzip_limited(compressed: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
+/// Decompresses a gzip (one or more members) or zstd (one or more frames) body into at most
+/// `limit` bytes: the decoder is read through `take(limit + 1)`, so a bomb costs at most
+/// `limit + 1` bytes of memory whatever it claims to inflate to.
+fn decompress_limited(
+    encoding: Encoding,
+    compressed: &[u8],
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
     use std::io::Read;
-    let mut out = Vec::with_capacity((compressed.len() * 4).min(limit));
-    flate2::read::MultiGzDecoder::new(compressed)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(GunzipError::Invalid)?;
+    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+    let bound = (limit as u64).saturating_add(1);
+    match encoding {
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(compressed)
+            .take(bound)
+            .read_to_end(&mut out),
+        Encoding::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed)
+                .map_err(DecompressError::Invalid)?;
+            // A frame names its window size, and the decoder allocates it: no larger window
+            // than the body limit needs, and at least 8 MiB (2^23), what streaming encoders
+            // ask for up to level 19 whatever the input's size (a frame that asks for more
+            // is refused as unreadable).
+            let window_log = usize::BITS - limit.max(1).saturating_sub(1).leading_zeros();
+            decoder
+                .window_log_max(window_log.clamp(23, 27))
+                .map_err(DecompressError::Invalid)?;
+            decoder.take(bound).read_to_end(&mut out)
+        }
+    }
+    .map_err(DecompressError::Invalid)?;
     if out.len() > limit {
-        return Err(GunzipError::TooLarge);
+        return Err(DecompressError::TooLarge);
     }
     Ok(Bytes::from(out))
 }
@@ -553,7 +668,8 @@ async fn read_limited(
 ///
 /// The body is one JSON event, a JSON array of events, or NDJSON (one event per line;
 /// `Content-Type: application/x-ndjson`, or detected), optionally `Content-Encoding: gzip`
-/// (decompressed within the body limit). Each event is validated with the
+/// or `zstd` (decompressed within the body limit). Each tenant has a rate in events and
+/// bytes per second; over it the request is refused whole with 429 and `Retry-After`. Each event is validated with the
 /// shared rules and must belong to the API key's tenant. The answer lists each event's
 /// result in request order; it is sent once the broker acknowledged every accepted event,
 /// and every rejected one is on the dead-letter topic with its reason.
@@ -569,11 +685,15 @@ async fn read_limited(
     ),
     responses(
         (status = 202, description = "Per-event results: accepted or rejected with a code", body = IngestResponse),
-        (status = 400, description = "No event in the body, a JSON array whose structure is broken, or a body that cannot be read or gunzipped (`empty_body`, `invalid_json`, `unreadable_body`)", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key (`unauthorized`)", body = ErrorBody),
-        (status = 408, description = "The whole request (body included) was not received and answered within the request deadline, COSTPIPE_INGEST_REQUEST_TIMEOUT_MS, default 30 s (`request_timeout`); the connection is closed. Connections are also bounded: headers within COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS (default 5 s, then closed without an answer), at most COSTPIPE_INGEST_MAX_CONNECTIONS open (default 10,000; more are closed at accept), at most COSTPIPE_INGEST_MAX_REQUESTS_PER_CONNECTION HTTP/2 streams (default 100), HTTP/2 pings every COSTPIPE_INGEST_IDLE_TIMEOUT_MS (default 60 s)", body = ErrorBody),
-        (status = 413, description = "Body over the size limit, COSTPIPE_INGEST_MAX_BODY_BYTES, default 8 MiB, compressed or once a gzip body is decompressed (`body_too_large`), or more events than the batch limit (`batch_too_large`)", body = ErrorBody),
-        (status = 415, description = "A `Content-Encoding` other than `gzip` or `identity` (`unsupported_encoding`)", body = ErrorBody),
+        (status = 400, description = "No event in the body, a JSON array whose structure is broken, or a body that cannot be read or decompressed (`empty_body`, `invalid_json`, `unreadable_body`)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key (`unauthorized`)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The whole request (body included) was not received and answered within the request deadline, COSTPIPE_INGEST_REQUEST_TIMEOUT_MS, default 30 s (`request_timeout`); the connection is closed. Connections are also bounded: headers within COSTPIPE_INGEST_HEADER_READ_TIMEOUT_MS (default 5 s from accept or from a later request's first byte, then closed without an answer), keep-alive connections idle for COSTPIPE_INGEST_IDLE_TIMEOUT_MS (default 60 s) closed, at most COSTPIPE_INGEST_MAX_CONNECTIONS open (default 10,000; more are closed at accept), at most COSTPIPE_INGEST_MAX_REQUESTS_PER_CONNECTION HTTP/2 streams (default 100), HTTP/2 pings at the idle timeout", body = ErrorBody,
+            headers(("Connection" = String, description = "`close`"))),
+        (status = 413, description = "Body over the size limit, COSTPIPE_INGEST_MAX_BODY_BYTES, default 8 MiB, as sent or once a gzip or zstd body is decompressed (`body_too_large`; a zip bomb is refused here, decompression stops at the limit); more events than the batch limit (`batch_too_large`); or more events or bytes in one request than the tenant's rate allows in a second (`over_rate_limit`: split the request)", body = ErrorBody),
+        (status = 415, description = "A `Content-Encoding` other than `gzip`, `zstd` or `identity` (`unsupported_encoding`)", body = ErrorBody),
+        (status = 429, description = "The tenant is over its rate (`rate_limited`): events per second (COSTPIPE_INGEST_RATE_EVENTS_PER_S, default 50,000) or decompressed body bytes per second (COSTPIPE_INGEST_RATE_BYTES_PER_S, default 64 MiB), per tenant overrides in COSTPIPE_INGEST_TENANT_RATES. Nothing of the request was produced or dead-lettered; send it again, with the same event ids, after `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before the request can pass (whole seconds, at least 1)"))),
         (status = 503, description = "Some valid events were not acknowledged by the broker (`failed`); retry them with the same event_id", body = IngestResponse),
     ),
     security(("api_key" = [])),
@@ -597,6 +717,83 @@ pub async fn post_events(
         .request_seconds
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// What became of an event.
+///
+/// Answered from ClickHouse, where the aggregator stores what it did with each event id, for
+/// the API key's tenant only: `priced` (with the cost), `duplicate` (an exact copy of a priced
+/// event, dropped), `conflict` (the same id with other content, dead-lettered with the
+/// reason), `dead_lettered` (for another reason). `status` is the fate of the latest copy;
+/// `copies` lists them all. An id the aggregator has not stored anything about for this
+/// tenant, yet (it answers within seconds of `accepted`) or at all, is 404 `not_seen`,
+/// whether or not another tenant has it.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}",
+    params(("event_id" = String, Path, description = "The event's id (UUID)")),
+    responses(
+        (status = 200, description = "The event's fate", body = EventFate),
+        (status = 400, description = "The id is not a UUID (`invalid_event_id`)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key (`unauthorized`)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "Not seen (yet) for this tenant: `status` is `not_seen`", body = EventFate),
+        (status = 408, description = "Not answered within the request deadline (`request_timeout`)", body = ErrorBody),
+        (status = 429, description = "Too many lookups in flight, COSTPIPE_INGEST_STATUS_MAX_IN_FLIGHT (`too_many_lookups`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "ClickHouse did not answer (`store_unavailable`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn get_event(
+    State(service): State<Arc<IngestHttp>>,
+    Path(event_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(tenant) = service.keys.authenticate(authorization) else {
+        service.metrics.unauthorized.inc();
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown API key: send `Authorization: Bearer <key>`",
+        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    };
+    let Ok(id) = Uuid::try_parse(&event_id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_event_id",
+            "the event id is not a UUID",
+        );
+    };
+    // Each lookup costs ClickHouse two point reads; bound how many run at once.
+    let Ok(_slot) = service.status_slots.clone().try_acquire_owned() else {
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_lookups",
+            "too many event lookups in flight; retry after 1 s",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    };
+    match service.statuses.fate(tenant, id).await {
+        Ok(fate) if fate.copies.is_empty() => (StatusCode::NOT_FOUND, Json(fate)).into_response(),
+        Ok(fate) => Json(fate).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "event lookup failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &format!("the event store did not answer: {e}"),
+            )
+        }
+    }
 }
 
 /// Liveness: the process serves requests.
@@ -689,9 +886,11 @@ pub async fn prepare_topics(config: &HttpIngestConfig) -> anyhow::Result<()> {
 /// Serves `service` on `listener` until `shutdown` resolves, then waits for what is in flight.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) so that they are bounded:
-/// at most `max_connections` open (more are closed at accept), headers within the
-/// header-read timeout, at most `max_requests_per_connection` HTTP/2 streams, and HTTP/2
-/// keep-alive pings at the idle timeout.
+/// at most `max_connections` open (lowered to fit the descriptor limit; at the cap the
+/// connection waiting longest for a request makes room, else the new one is closed at
+/// accept), headers within the header-read timeout, idle keep-alive within the idle timeout
+/// (both run per connection, see [`super::connections`]), at most
+/// `max_requests_per_connection` HTTP/2 streams, and HTTP/2 pings at the idle timeout.
 pub async fn serve(
     service: Arc<IngestHttp>,
     listener: tokio::net::TcpListener,
@@ -700,10 +899,13 @@ pub async fn serve(
     let limits = service.connections.clone();
     let router = service.router();
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own header-read timer is off: it would also close idle keep-alive
+    // connections at the header-read timeout. Each connection's task runs both timers
+    // (`Connection::expired`).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .keep_alive(!limits.idle_timeout.is_zero());
     builder
         .http2()
@@ -716,7 +918,23 @@ pub async fn serve(
             .keep_alive_timeout(limits.idle_timeout);
     }
     let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Keep the cap below the descriptor limit, so that accept never fails for lack of
+    // descriptors (it would leave new clients queued in the backlog behind stalled ones).
+    let max_connections = match descriptor_limit() {
+        Some(n) if n.saturating_sub(RESERVED_DESCRIPTORS) < limits.max_connections => {
+            let capped = n.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+            tracing::warn!(
+                descriptor_limit = n,
+                max_connections = capped,
+                configured = limits.max_connections,
+                "connection cap lowered to fit the descriptor limit"
+            );
+            capped
+        }
+        _ => limits.max_connections,
+    };
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let waiting = Arc::new(Waiting::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -732,24 +950,62 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            service.metrics.connection_refused("max_connections");
-            drop(stream);
-            continue;
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // At the cap: close the connection that has waited longest for a request
+            // (stalled headers, idle keep-alive) and take its place once it is gone.
+            Err(_) if waiting.evict_oldest() => {
+                service.metrics.connection_refused("evicted_waiting");
+                match tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        service.metrics.connection_refused("max_connections");
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                service.metrics.connection_refused("max_connections");
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
-        let hyper_service = TowerToHyperService::new(router.clone());
+        let (header_read, idle) = (limits.header_read_timeout, limits.idle_timeout);
+        let connection = waiting.open();
+        let hyper_service = TowerToHyperService::new(tower::service_fn({
+            let router = router.clone();
+            let connection = connection.clone();
+            move |req: axum::http::Request<hyper::body::Incoming>| {
+                let busy = connection.request();
+                let router = router.clone();
+                async move {
+                    let resp = router.oneshot(req).await;
+                    drop(busy);
+                    resp
+                }
+            }
+        }));
         let mut stop = stop_rx.clone();
         let service = service.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let evict = connection.evict.clone();
+            let watched = Watched::new(stream, connection.clone());
             let conn = builder
-                .serve_connection(TokioIo::new(stream), hyper_service)
+                .serve_connection(TokioIo::new(watched), hyper_service)
                 .into_owned();
             tokio::pin!(conn);
             let outcome = tokio::select! {
                 outcome = conn.as_mut() => outcome,
+                // Dropping the connection closes the socket at once.
+                _ = evict.notified() => return,
+                timer = connection.expired(header_read, idle) => {
+                    service.metrics.connection_refused(timer.as_str());
+                    return;
+                }
                 _ = stop.changed() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -769,7 +1025,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     // Every connection holds a permit until it is done.
-    let _ = permits.acquire_many(limits.max_connections as u32).await;
+    let _ = permits.acquire_many(max_connections as u32).await;
     let s = service.clone();
     tokio::task::spawn_blocking(move || s.flush(Duration::from_secs(30))).await??;
     Ok(())
@@ -903,7 +1159,7 @@ mod tests {
             (status, body["error"].as_str()),
             (StatusCode::BAD_REQUEST, Some("unreadable_body"))
         );
-        for encoding in ["br", "zstd", "deflate"] {
+        for encoding in ["br", "deflate", "gzip, zstd"] {
             let (status, body) = call(post(b"{}".to_vec(), encoding)).await;
             assert_eq!(
                 (status, body["error"].as_str()),
@@ -914,11 +1170,53 @@ mod tests {
                 "{encoding}"
             );
         }
-        assert!(matches!(gunzip_limited(&gzip(b"abc"), 3), Ok(b) if b == "abc"));
+        assert!(
+            matches!(decompress_limited(Encoding::Gzip, &gzip(b"abc"), 3), Ok(b) if b == "abc")
+        );
         assert!(matches!(
-            gunzip_limited(&gzip(b"abcd"), 3),
-            Err(GunzipError::TooLarge)
+            decompress_limited(Encoding::Gzip, &gzip(b"abcd"), 3),
+            Err(DecompressError::TooLarge)
         ));
+    }
+
+    #[tokio::test]
+    async fn zstd_is_decoded_within_the_limit() {
+        let post = |body: Vec<u8>| {
+            Request::post("/v1/events")
+                .header("authorization", "Bearer acme-key")
+                .header("content-encoding", "zstd")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let (status, body) = call(post(zstd::encode_all(&b"[{}, {}"[..], 3).unwrap())).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        // A bomb: 9 MB of spaces in a few hundred bytes.
+        let bomb = zstd::encode_all(&vec![b' '; 9 << 20][..], 19).unwrap();
+        assert!(bomb.len() < 100_000);
+        let (status, body) = call(post(bomb)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+        );
+        assert!(body["message"].as_str().unwrap().contains("zstd"));
+        let (status, body) = call(post(b"not zstd".to_vec())).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("unreadable_body"))
+        );
+        let z = |data: &[u8]| zstd::encode_all(data, 3).unwrap();
+        assert!(matches!(decompress_limited(Encoding::Zstd, &z(b"abc"), 3), Ok(b) if b == "abc"));
+        assert!(matches!(
+            decompress_limited(Encoding::Zstd, &z(b"abcd"), 3),
+            Err(DecompressError::TooLarge)
+        ));
+        // Two frames back to back are one body, as with gzip members.
+        let mut two = z(b"ab");
+        two.extend(z(b"cd"));
+        assert!(matches!(decompress_limited(Encoding::Zstd, &two, 10), Ok(b) if b == "abcd"));
     }
 
     #[tokio::test]

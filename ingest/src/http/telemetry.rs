@@ -13,6 +13,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label of the rate-limit counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLabel {
+    pub tenant: String,
+    pub limit: String,
+}
+
 /// Label of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -45,11 +52,15 @@ pub struct Metrics {
     /// `unauthorized_total`: requests without a known API key.
     pub unauthorized: Counter,
     /// `connections_refused_total{reason}`: connections closed by the service:
-    /// `max_connections` (over the cap at accept), `header_read_timeout` (headers too slow
-    /// or idle keep-alive).
+    /// `max_connections` (over the cap at accept, every connection busy),
+    /// `evicted_waiting` (closed at the cap to make room: it had waited longest for a
+    /// request), `header_read_timeout` (headers too slow), `idle_timeout` (keep-alive idle).
     pub connections_refused: Family<ReasonLabel, Counter>,
     /// `requests_timed_out_total`: requests answered 408 by the whole-request deadline.
     pub requests_timed_out: Counter,
+    /// `rate_limited_total{tenant, limit}`: requests refused by a tenant's rate (`events` or
+    /// `bytes`); tenants are the configured ones, so the label set is bounded.
+    pub rate_limited: Family<RateLabel, Counter>,
     /// `request_seconds`: time from the request to the answer of `POST /v1/events`.
     pub request_seconds: Histogram,
     registry: std::sync::Arc<Registry>,
@@ -69,9 +80,15 @@ impl Metrics {
         let unauthorized = Counter::default();
         let connections_refused = Family::<ReasonLabel, Counter>::default();
         let requests_timed_out = Counter::default();
+        let rate_limited = Family::<RateLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused (429, or 413 when larger than a second's worth) by a tenant's rate, by tenant and limit (events, bytes)",
+            rate_limited.clone(),
+        );
         registry.register(
             "connections_refused",
-            "Connections closed by the service, by reason (max_connections, header_read_timeout)",
+            "Connections closed by the service, by reason (max_connections, evicted_waiting, header_read_timeout, idle_timeout)",
             connections_refused.clone(),
         );
         registry.register(
@@ -136,6 +153,7 @@ impl Metrics {
             unauthorized,
             connections_refused,
             requests_timed_out,
+            rate_limited,
             request_seconds,
             registry: std::sync::Arc::new(registry),
         }
@@ -155,6 +173,16 @@ impl Metrics {
         self.connections_refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a request refused by a tenant's rate.
+    pub fn rate_limited(&self, tenant: &str, limit: &str) {
+        self.rate_limited
+            .get_or_create(&RateLabel {
+                tenant: tenant.to_string(),
+                limit: limit.to_string(),
             })
             .inc();
     }
