@@ -78,6 +78,22 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "015_drop_event_id_bloom",
         sql: include_str!("../clickhouse/015_drop_event_id_bloom.sql"),
     },
+    Migration {
+        name: "040_usage_cost_hour",
+        sql: include_str!("../clickhouse/040_usage_cost_hour.sql"),
+    },
+    Migration {
+        name: "041_events_to_cost_hour",
+        sql: include_str!("../clickhouse/041_events_to_cost_hour.sql"),
+    },
+    Migration {
+        name: "042_corrections_to_cost_hour",
+        sql: include_str!("../clickhouse/042_corrections_to_cost_hour.sql"),
+    },
+    Migration {
+        name: "043_billing_invoices",
+        sql: include_str!("../clickhouse/043_billing_invoices.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).
