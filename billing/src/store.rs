@@ -50,7 +50,8 @@ struct TenantRow {
 #[derive(Clone)]
 pub struct BillingStore {
     client: Client,
-    /// Deadline of the readiness probe.
+    /// Deadline of the readiness probe (kept for callers that build the store alone).
+    #[allow(dead_code)]
     ping_timeout: Duration,
 }
 
@@ -67,17 +68,6 @@ impl BillingStore {
             client,
             ping_timeout,
         }
-    }
-
-    /// Whether ClickHouse answers, within the ping timeout.
-    pub async fn ping(&self) -> anyhow::Result<()> {
-        costpipe_clickhouse::with_timeout(
-            self.ping_timeout,
-            "ClickHouse ping",
-            self.client.query("SELECT 1").execute(),
-        )
-        .await
-        .context("ClickHouse is not reachable")
     }
 
     /// Bill lines of `tenant` for event times in `[start_s, end_s)` (UTC seconds).

@@ -95,6 +95,22 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "031_events_to_fates",
         sql: include_str!("../clickhouse/031_events_to_fates.sql"),
     },
+    Migration {
+        name: "040_usage_cost_hour",
+        sql: include_str!("../clickhouse/040_usage_cost_hour.sql"),
+    },
+    Migration {
+        name: "041_events_to_cost_hour",
+        sql: include_str!("../clickhouse/041_events_to_cost_hour.sql"),
+    },
+    Migration {
+        name: "042_corrections_to_cost_hour",
+        sql: include_str!("../clickhouse/042_corrections_to_cost_hour.sql"),
+    },
+    Migration {
+        name: "043_billing_invoices",
+        sql: include_str!("../clickhouse/043_billing_invoices.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

@@ -1,0 +1,70 @@
+//! The service's settings: flags and environment variables, with safe defaults. Without any
+//! key configured the API is open, which is allowed only on a loopback address (local runs
+//! and tests); any other address needs keys or the service refuses to start.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+use costpipe_clickhouse::ClickHouseArgs;
+
+use crate::limits::Limits;
+
+/// The billing service's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "costpipe-billing",
+    about = "Billing API over costpipe's ClickHouse tables"
+)]
+pub struct BillingConfig {
+    /// Listen address.
+    #[arg(long, env = "COSTPIPE_BILLING_ADDR", default_value = "127.0.0.1:8088")]
+    pub addr: SocketAddr,
+    /// SHA-256 digests (hex, comma-separated) of admin keys: they read every tenant and
+    /// issue invoices.
+    #[arg(
+        long,
+        env = "COSTPIPE_BILLING_ADMIN_KEY_SHA256",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub admin_key_sha256: String,
+    /// Tenant keys: comma-separated `<sha256-hex>=<tenant>`; each reads its tenant only.
+    #[arg(
+        long,
+        env = "COSTPIPE_BILLING_TENANT_KEYS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub tenant_keys: String,
+    /// Time zone of tenants without one of their own (IANA name).
+    #[arg(
+        long,
+        env = "COSTPIPE_BILLING_DEFAULT_TIME_ZONE",
+        default_value = "UTC"
+    )]
+    pub default_time_zone: String,
+    /// Tenants' time zones: comma-separated `tenant=Zone`.
+    #[arg(long, env = "COSTPIPE_BILLING_TENANT_TIME_ZONES", default_value = "")]
+    pub tenant_time_zones: String,
+    /// Query limits.
+    #[command(flatten)]
+    pub limits: Limits,
+    /// ClickHouse connection.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+}
+
+impl BillingConfig {
+    /// Refuses an open API on a non-loopback address.
+    pub fn validate(&self, keys_configured: bool) -> anyhow::Result<()> {
+        if !keys_configured && !self.addr.ip().is_loopback() {
+            anyhow::bail!(
+                "no API keys configured (COSTPIPE_BILLING_ADMIN_KEY_SHA256, COSTPIPE_BILLING_TENANT_KEYS): \
+                 the open API may only listen on a loopback address, not {}",
+                self.addr
+            );
+        }
+        Ok(())
+    }
+}

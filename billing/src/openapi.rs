@@ -1,0 +1,68 @@
+//! The OpenAPI document (utoipa), served on `/openapi.json` and checked in as
+//! `billing/openapi.json`; a test keeps the two equal.
+
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "costpipe billing", description = "Costs, top-N and invoices over costpipe's ClickHouse tables. Money is exact decimal text."),
+    paths(
+        crate::costs::tenant_costs,
+        crate::costs::all_costs,
+        crate::costs::tenant_top,
+        crate::costs::all_top,
+        crate::top_requests::top_requests,
+        crate::top_requests::top_traces,
+        crate::invoices::get_invoice,
+        crate::invoices::issue_invoice,
+    ),
+    modifiers(&Bearer)
+)]
+pub struct ApiDoc;
+
+/// The document as served.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".into())
+}
+
+pub async fn serve() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_checked_in_document_is_what_is_served() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        let served = super::document();
+        if std::env::var("UPDATE_OPENAPI").is_ok() {
+            std::fs::write(path, &served).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            checked_in, served,
+            "billing/openapi.json is stale: run UPDATE_OPENAPI=1 cargo test -p costpipe-billing openapi"
+        );
+    }
+}
