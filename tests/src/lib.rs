@@ -129,6 +129,40 @@ impl Names {
             group: format!("{id}.aggregator"),
         }
     }
+
+    /// Creates the usage topic with one partition (events of one test stay in order).
+    pub async fn create_usage_topic(&self, stack: &Stack) {
+        costpipe_kafka::ensure_topics(
+            &stack.brokers,
+            &[costpipe_kafka::TopicSpec {
+                name: self.usage.clone(),
+                partitions: 1,
+                compacted: false,
+            }],
+        )
+        .await
+        .expect("topics");
+    }
+}
+
+/// The Prometheus text a service serves on `port`.
+pub async fn metrics_text(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Waits until the minute rollup of `db` counts `n` events.
+pub async fn wait_event_count(stack: &Stack, db: &str, n: u64) {
+    wait_scalar(
+        stack,
+        &format!("SELECT sum(events) FROM {db}.usage_cost_minute"),
+        n,
+    )
+    .await
 }
 
 /// A running service binary; killed (SIGKILL) when dropped.

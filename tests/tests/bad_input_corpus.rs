@@ -27,7 +27,6 @@ use costpipe_ingest::http::auth::hash_key;
 use costpipe_ingest::http::verdict::{judge_body, Verdict};
 use costpipe_ingest::http::HttpIngestConfig;
 use costpipe_ingest::{Emitter, EmitterConfig};
-use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
 
 /// The tenant every corpus event claims, and its API key in the test.
@@ -297,16 +296,7 @@ fn corpus_files_are_what_their_names_say() {
 async fn the_whole_corpus_is_dead_lettered_with_its_reason_and_nothing_crashes() {
     let stack = Stack::from_env();
     let names = Names::new("e2e_corpus");
-    ensure_topics(
-        &stack.brokers,
-        &[TopicSpec {
-            name: names.usage.clone(),
-            partitions: 1,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("topics");
+    names.create_usage_topic(&stack).await;
     let items = corpus();
     assert!(items.iter().any(|i| i.kafka) && items.iter().any(|i| !i.kafka));
 

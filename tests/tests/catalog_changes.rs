@@ -56,24 +56,6 @@ async fn send(emitter: &Emitter, events: &[UsageEvent]) {
     }
 }
 
-async fn wait_events(stack: &Stack, db: &str, n: u64) {
-    wait_scalar(
-        stack,
-        &format!("SELECT sum(events) FROM {db}.usage_cost_minute"),
-        n,
-    )
-    .await
-}
-
-async fn metrics(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn unknown_model_is_kept_then_repriced_and_catalog_reloads_safely() {
@@ -109,7 +91,7 @@ async fn unknown_model_is_kept_then_repriced_and_catalog_reloads_safely() {
     let unknown = events("mistral-large-latest", 100);
     send(&emitter, &all).await;
     send(&emitter, &unknown).await;
-    wait_events(&stack, &db, 200).await;
+    wait_event_count(&stack, &db, 200).await;
     assert_eq!(
         stack
             .query(&format!(
@@ -139,7 +121,7 @@ async fn unknown_model_is_kept_then_repriced_and_catalog_reloads_safely() {
     wait_for("the refusal", Duration::from_secs(20), || {
         let port = aggregator.port;
         async move {
-            metrics(port)
+            metrics_text(port)
                 .await
                 .contains("costpipe_aggregator_catalog_reloads_total{outcome=\"refused\"} 1")
                 .then_some(())
@@ -155,7 +137,7 @@ async fn unknown_model_is_kept_then_repriced_and_catalog_reloads_safely() {
     let more = events("gpt-4o", 10);
     send(&emitter, &more).await;
     all.extend(more);
-    wait_events(&stack, &db, 210).await;
+    wait_event_count(&stack, &db, 210).await;
     aggregator.assert_running();
 
     // 3. A valid catalog that prices the new model is picked up without a restart.
@@ -167,7 +149,7 @@ async fn unknown_model_is_kept_then_repriced_and_catalog_reloads_safely() {
     wait_for("the reload", Duration::from_secs(20), || {
         let port = aggregator.port;
         async move {
-            metrics(port)
+            metrics_text(port)
                 .await
                 .contains("costpipe_aggregator_catalog_reloads_total{outcome=\"loaded\"} 1")
                 .then_some(())
@@ -176,7 +158,7 @@ async fn unknown_model_is_kept_then_repriced_and_catalog_reloads_safely() {
     .await;
     let priced_now = events("mistral-large-latest", 10);
     send(&emitter, &priced_now).await;
-    wait_events(&stack, &db, 220).await;
+    wait_event_count(&stack, &db, 220).await;
     assert_eq!(
         stack
             .query(&format!(

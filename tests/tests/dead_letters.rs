@@ -11,7 +11,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
 use costpipe_e2e::*;
-use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::{UsageCodec, UsageEvent};
 
 fn valid_event(tenant: &str, i: i64) -> UsageEvent {
@@ -32,16 +31,7 @@ fn valid_event(tenant: &str, i: i64) -> UsageEvent {
 async fn bad_records_are_dead_lettered_with_reasons_and_counted() {
     let stack = Stack::from_env();
     let names = Names::new("e2e_dlq");
-    ensure_topics(
-        &stack.brokers,
-        &[TopicSpec {
-            name: names.usage.clone(),
-            partitions: 1,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("topics");
+    names.create_usage_topic(&stack).await;
     let aggregator = Service::aggregator(&stack, &names, "", &[]);
 
     let codec = UsageCodec::usage_v1();

@@ -45,15 +45,6 @@ async fn start(stack: &Stack, names: &Names, extra: &[(&str, &str)]) -> Service 
     .await
 }
 
-async fn metrics(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of the metric line starting with `name ` (0 when absent).
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
@@ -197,7 +188,7 @@ async fn stalled_headers_are_closed_and_do_not_starve_valid_requests() {
     trickle.abort();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    let text = metrics(http.port).await;
+    let text = metrics_text(http.port).await;
     let closed = metric(
         &text,
         "costpipe_ingest_http_connections_refused_total{reason=\"header_read_timeout\"}",
@@ -407,7 +398,7 @@ async fn idle_keep_alive_has_its_own_timeout() {
         idle_after >= Duration::from_millis(2900) && idle_after < Duration::from_millis(5000),
         "idle keep-alive closed after {idle_after:?} (idle timeout 3 s)"
     );
-    let text = metrics(http.port).await;
+    let text = metrics_text(http.port).await;
     for reason in ["idle_timeout", "header_read_timeout"] {
         let n = metric(
             &text,
@@ -465,7 +456,7 @@ async fn a_body_trickling_in_is_cut_off_by_the_request_deadline() {
         elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(6),
         "{elapsed:?}"
     );
-    let text = metrics(http.port).await;
+    let text = metrics_text(http.port).await;
     assert_eq!(
         metric(&text, "costpipe_ingest_http_requests_timed_out_total"),
         1,
@@ -728,7 +719,7 @@ async fn a_tenant_over_its_rate_gets_429_and_others_are_not_slowed() {
     let expected = noisy_accepted + calm_alone + calm_beside;
     let records = wait_records(&stack, &names.usage, expected).await;
     assert_eq!(records.len(), expected);
-    let text = metrics(port).await;
+    let text = metrics_text(port).await;
     assert_eq!(
         metric(
             &text,

@@ -24,7 +24,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use costpipe_e2e::*;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
-use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::dead_letter::{
     ORIGINAL_SHA256, ORIGINAL_SIZE, REASON, REASON_CODE, SOURCE_OFFSET, SOURCE_TOPIC, TRUNCATED,
 };
@@ -212,16 +211,7 @@ async fn poison_records_are_dead_lettered_and_good_events_all_land() {
         big_record.len()
     );
 
-    ensure_topics(
-        &stack.brokers,
-        &[TopicSpec {
-            name: names.usage.clone(),
-            partitions: 1,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("topics");
+    names.create_usage_topic(&stack).await;
     let mut aggregator = Service::aggregator(&stack, &names, "", &[]);
     wait_taken_up(&aggregator).await;
 

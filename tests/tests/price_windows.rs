@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 use costpipe_e2e::*;
 use costpipe_ingest::{Emitter, EmitterConfig};
-use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::UsageEvent;
 
 const HEAD: &str = "catalog_version = \"VERSION\"\ndefault_billing_currency = \"USD\"\n\
@@ -89,24 +88,6 @@ const FLAT: Decimal = dec!(0.00522725);
 const OFFSETS: [i64; 6] = [-60_000, -1_000, -1, 0, 1, 60_000];
 const PEAK_EVENTS: usize = 3;
 
-async fn wait_events(stack: &Stack, db: &str, n: u64) {
-    wait_scalar(
-        stack,
-        &format!("SELECT sum(events) FROM {db}.usage_cost_minute"),
-        n,
-    )
-    .await
-}
-
-async fn metrics(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn deepseek_events_across_a_peak_boundary_are_priced_in_their_window_and_repriced() {
@@ -115,16 +96,7 @@ async fn deepseek_events_across_a_peak_boundary_are_priced_in_their_window_and_r
     let db = names.database.clone();
     let catalog_path = std::env::temp_dir().join(format!("{db}.toml"));
     std::fs::write(&catalog_path, flat_catalog()).expect("catalog file");
-    ensure_topics(
-        &stack.brokers,
-        &[TopicSpec {
-            name: names.usage.clone(),
-            partitions: 1,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("topics");
+    names.create_usage_topic(&stack).await;
     let catalog_arg = catalog_path.display().to_string();
     let aggregator = Service::aggregator(
         &stack,
@@ -147,7 +119,7 @@ async fn deepseek_events_across_a_peak_boundary_are_priced_in_their_window_and_r
     for e in &old {
         emitter.emit(e).await.expect("delivered");
     }
-    wait_events(&stack, &db, old.len() as u64).await;
+    wait_event_count(&stack, &db, old.len() as u64).await;
     assert_eq!(
         stack
             .query(&format!(
@@ -162,7 +134,7 @@ async fn deepseek_events_across_a_peak_boundary_are_priced_in_their_window_and_r
     wait_for("the reload", Duration::from_secs(20), || {
         let port = aggregator.port;
         async move {
-            metrics(port)
+            metrics_text(port)
                 .await
                 .contains("costpipe_aggregator_catalog_reloads_total{outcome=\"loaded\"} 1")
                 .then_some(())
@@ -173,7 +145,7 @@ async fn deepseek_events_across_a_peak_boundary_are_priced_in_their_window_and_r
     for e in &new {
         emitter.emit(e).await.expect("delivered");
     }
-    wait_events(&stack, &db, 12).await;
+    wait_event_count(&stack, &db, 12).await;
     for (i, e) in new.iter().enumerate() {
         let (window, cost) = if i < PEAK_EVENTS {
             ("peak", PEAK)

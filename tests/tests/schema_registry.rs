@@ -11,7 +11,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use costpipe_e2e::*;
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
 use costpipe_ingest::{Emitter, EmitterConfig};
-use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::UsageEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,16 +20,7 @@ async fn ids_from_an_external_registry_are_learnt() {
     let names = Names::new("e2e_registry");
     let db = names.database.clone();
     let registry = format!("http://{}", registry_double::start(1001).await);
-    ensure_topics(
-        &stack.brokers,
-        &[TopicSpec {
-            name: names.usage.clone(),
-            partitions: 1,
-            compacted: false,
-        }],
-    )
-    .await
-    .expect("topics");
+    names.create_usage_topic(&stack).await;
     let aggregator = Service::aggregator(
         &stack,
         &names,
