@@ -1,5 +1,5 @@
 //! costpipe-billing: the billing API over ClickHouse. Costs by any dimension and grain,
-//! top-N, the most expensive requests and traces, and monthly invoices, for one tenant (its
+//! top-N, the most expensive requests and traces, monthly invoices and forecasts, for one tenant (its
 //! key) or all (an admin key). See `billing/README.md`.
 
 pub mod auth;
@@ -8,6 +8,8 @@ pub mod config;
 pub mod costs;
 pub mod costs_store;
 pub mod error;
+pub mod forecast;
+pub mod forecast_api;
 pub mod invoice;
 pub mod invoices;
 pub mod legacy;
@@ -119,6 +121,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/tenants/{tenant}/top/traces",
             get(top_requests::top_traces),
         )
+        .route("/v1/tenants/{tenant}/forecast", get(forecast_api::forecast))
         .route(
             "/v1/tenants/{tenant}/invoices/{period}",
             get(invoices::get_invoice),

@@ -31,6 +31,7 @@ impl Modify for Bearer {
         crate::top_requests::top_traces,
         crate::invoices::get_invoice,
         crate::invoices::issue_invoice,
+        crate::forecast_api::forecast,
     ),
     modifiers(&Bearer)
 )]
