@@ -18,6 +18,7 @@ use crate::forecast::{days, project, Spans, METHOD};
 use crate::params::checked_value;
 use crate::plan::{Param, Sql};
 use crate::request::QueryPairs;
+use crate::spend_sql::spend_rows;
 use crate::AppState;
 
 /// The projection in one billing currency.
@@ -80,22 +81,12 @@ struct SpendRow {
 /// The query: `[start, as_of)` spend and `[window, as_of)` spend per billing currency.
 fn spend_sql(tenant: &str, start_ms: i64, window_ms: i64, as_of_ms: i64) -> Sql {
     let mut sql = Sql::default();
-    let t = sql.bind(Param::Str(tenant.to_string()));
-    let a = sql.bind(Param::Int(start_ms));
+    let rows = spend_rows(&mut sql, tenant, start_ms, as_of_ms);
     let w = sql.bind(Param::Int(window_ms));
-    let b = sql.bind(Param::Int(as_of_ms));
-    let cond = format!(
-        "tenant_id = {t} AND event_time >= fromUnixTimestamp64Milli({a}, 'UTC') \
-         AND event_time < fromUnixTimestamp64Milli({b}, 'UTC')"
-    );
     sql.text = format!(
         "SELECT billing_currency, toString(sum(c)) AS spent_text, \
-         toString(sumIf(c, t >= fromUnixTimestamp64Milli({w}, 'UTC'))) AS recent_text FROM (\
-         SELECT toString(billing_currency) AS billing_currency, event_time AS t, billing_cost AS c \
-         FROM usage_events_priced WHERE {cond} \
-         UNION ALL SELECT toString(billing_currency) AS billing_currency, event_time AS t, billing_cost_delta AS c \
-         FROM usage_cost_corrections WHERE {cond}) \
-         GROUP BY billing_currency ORDER BY billing_currency"
+         toString(sumIf(c, t >= fromUnixTimestamp64Milli({w}, 'UTC'))) AS recent_text \
+         FROM ({rows}) GROUP BY billing_currency ORDER BY billing_currency"
     );
     sql
 }

@@ -1,9 +1,10 @@
-//! The billing forecast (and anomaly) endpoints against real ClickHouse with known data:
+//! The billing forecast and anomaly endpoints against real ClickHouse with known data:
 //! the test writes raw events (and a repricing correction) in a fixed month (2026-03),
-//! computes the expected forecast itself with Decimal arithmetic from the rows it wrote,
-//! and compares; another tenant's key is refused. The random seed is printed (`SEED=n`
+//! computes the expected forecast and anomalies itself with Decimal arithmetic from the
+//! rows it wrote, and compares; another tenant's key is refused. The random seed is printed (`SEED=n`
 //! replays it); nothing depends on today's date (`as_of` is always given).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
@@ -201,6 +202,58 @@ fn expected_forecast(
     (spent, recent, correction, projected)
 }
 
+/// The element at 0-based index ⌊0.95·n⌋ of the sorted values (ClickHouse's
+/// `quantileExact(0.95)`, as the README states it).
+fn p95<T: Ord + Copy>(mut v: Vec<T>) -> T {
+    v.sort();
+    let i = (0.95_f64 * v.len() as f64) as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// Expected flagged hours in `[from, to)`: (hour start RFC 3339, cost, rules).
+fn expected_hours(
+    costs: &[(DateTime<Utc>, Decimal)],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> BTreeSet<(String, Decimal, Vec<String>)> {
+    let mut hourly: BTreeMap<i64, Decimal> = BTreeMap::new();
+    for (t, c) in costs {
+        *hourly
+            .entry(t.timestamp() - t.timestamp().rem_euclid(3600))
+            .or_default() += c;
+    }
+    let mut out = BTreeSet::new();
+    for (&h, &x) in hourly.range(from.timestamp()..to.timestamp()) {
+        let window: Vec<Decimal> = (1..=24)
+            .map(|k| hourly.get(&(h - k * 3600)).copied().unwrap_or_default())
+            .collect();
+        let sum: Decimal = window.iter().sum();
+        if x.is_zero() || sum.is_zero() {
+            continue;
+        }
+        let n = Decimal::from(24);
+        let mean = sum / n;
+        let variance: Decimal = window
+            .iter()
+            .map(|w| (w - mean) * (w - mean))
+            .sum::<Decimal>()
+            / n;
+        let mut rules = Vec::new();
+        if x > Decimal::from(3) * mean {
+            rules.push("above_3x_trailing_mean".to_string());
+        }
+        // x > mean + 3σ, squared (both sides are ≥ 0 when x > mean).
+        if x > mean && (x - mean) * (x - mean) > Decimal::from(9) * variance {
+            rules.push("above_mean_plus_3_sigma".to_string());
+        }
+        if !rules.is_empty() {
+            let start = Utc.timestamp_opt(h, 0).unwrap().to_rfc3339();
+            out.insert((start, x, rules));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn forecast_and_anomalies_equal_independent_computations() {
@@ -350,6 +403,119 @@ async fn forecast_and_anomalies_equal_independent_computations() {
         )
         .await;
     assert_eq!(dec(&v["rows"][0]["spent"]), Decimal::new(777 * 10, 0));
+
+    // Anomalies over 03-02 .. 03-21 (March 1 is the first hours' and day's history).
+    let (from, to) = (at(2, 0, 0, 0), at(21, 0, 0, 0));
+    let v = api
+        .json(
+            "/v1/tenants/acme/anomalies?from=2026-03-02&to=2026-03-21",
+            ACME,
+        )
+        .await;
+    // (a) Hours.
+    let got: BTreeSet<(String, Decimal, Vec<String>)> = v["hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            assert_eq!(h["billing_currency"], "EUR");
+            let rules = h["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
+            (
+                h["hour_start"].as_str().unwrap().to_string(),
+                dec(&h["billing_cost"]),
+                rules,
+            )
+        })
+        .collect();
+    let want = expected_hours(&acme_costs, from, to);
+    assert_eq!(got, want);
+    assert!(
+        want.iter()
+            .any(|(h, _, _)| h == "2026-03-10T14:00:00+00:00"),
+        "{want:?}"
+    );
+    println!("hour anomalies: {}", want.len());
+    // (b) Requests above 2 × p95 (each request's cost includes its correction).
+    let request_costs: Vec<(String, Decimal)> = evs
+        .iter()
+        .filter(|e| e.tenant == "acme" && e.t >= from && e.t < to)
+        .map(|e| {
+            let fix = if e.id == repriced.id {
+                delta
+            } else {
+                Decimal::ZERO
+            };
+            (e.id.clone(), e.billing_cost + fix)
+        })
+        .collect();
+    let p = p95(request_costs.iter().map(|(_, c)| *c).collect());
+    let want: BTreeSet<(String, Decimal, Decimal)> = request_costs
+        .iter()
+        .filter(|(_, c)| *c > Decimal::from(2) * p)
+        .map(|(id, c)| (id.clone(), *c, p))
+        .collect();
+    let got: BTreeSet<(String, Decimal, Decimal)> = v["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap().to_string(),
+                dec(&r["billing_cost"]),
+                dec(&r["p95"]),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 1, "only the 50 EUR request: {want:?}");
+    println!("request anomalies: {want:?} (p95 {p})");
+    // (c) Days whose p95 tokens per request is ≥ 4 × the day before's.
+    let mut per_day: BTreeMap<chrono::NaiveDate, Vec<u64>> = BTreeMap::new();
+    for e in evs.iter().filter(|e| e.tenant == "acme") {
+        per_day
+            .entry(e.t.date_naive())
+            .or_default()
+            .push(e.tokens[..5].iter().sum());
+    }
+    let day_p95: BTreeMap<_, _> = per_day.into_iter().map(|(d, v)| (d, p95(v))).collect();
+    let want: Vec<(String, u64, u64)> = day_p95
+        .iter()
+        .filter(|(d, _)| **d >= from.date_naive() && **d < to.date_naive())
+        .filter_map(|(d, p)| {
+            let prev = *day_p95.get(&d.pred_opt()?)?;
+            (prev > 0 && *p >= 4 * prev).then(|| (d.to_string(), *p, prev))
+        })
+        .collect();
+    let got: Vec<(String, u64, u64)> = v["token_jumps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["day"].as_str().unwrap().to_string(),
+                j["p95_tokens_per_request"].as_u64().unwrap(),
+                j["previous_day_p95"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 1, "only 2026-03-12: {want:?}");
+    assert_eq!(want[0].0, "2026-03-12");
+    println!("token jumps: {want:?}");
+    let (s, body) = api
+        .get(
+            "/v1/tenants/acme/anomalies?from=2026-03-02&to=2026-03-21",
+            GLOBEX,
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert!(e["error"].is_string() && e["message"].is_string(), "{body}");
 
     stack.query(&format!("DROP DATABASE IF EXISTS {db}")).await;
 }
