@@ -1,13 +1,17 @@
 //! costpipe-billing: the billing API over ClickHouse. Costs by any dimension and grain,
-//! top-N, the most expensive requests and traces, and monthly invoices, for one tenant (its
+//! top-N, the most expensive requests and traces, monthly invoices, forecasts and anomalies, for one tenant (its
 //! key) or all (an admin key). See `billing/README.md`.
 
+pub mod anomalies;
+pub mod anomalies_api;
 pub mod auth;
 pub mod bill;
 pub mod config;
 pub mod costs;
 pub mod costs_store;
 pub mod error;
+pub mod forecast;
+pub mod forecast_api;
 pub mod invoice;
 pub mod invoices;
 pub mod legacy;
@@ -16,6 +20,7 @@ pub mod openapi;
 pub mod params;
 pub mod plan;
 pub mod request;
+pub mod spend_sql;
 pub mod store;
 pub mod telemetry;
 pub mod top_requests;
@@ -118,6 +123,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/tenants/{tenant}/top/traces",
             get(top_requests::top_traces),
+        )
+        .route("/v1/tenants/{tenant}/forecast", get(forecast_api::forecast))
+        .route(
+            "/v1/tenants/{tenant}/anomalies",
+            get(anomalies_api::anomalies),
         )
         .route(
             "/v1/tenants/{tenant}/invoices/{period}",

@@ -21,7 +21,7 @@ impl Modify for Bearer {
 /// The API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "costpipe billing", description = "Costs, top-N and invoices over costpipe's ClickHouse tables. Money is exact decimal text."),
+    info(title = "costpipe billing", description = "Costs, top-N, invoices, forecasts and anomalies over costpipe's ClickHouse tables. Money is exact decimal text."),
     paths(
         crate::costs::tenant_costs,
         crate::costs::all_costs,
@@ -31,6 +31,8 @@ impl Modify for Bearer {
         crate::top_requests::top_traces,
         crate::invoices::get_invoice,
         crate::invoices::issue_invoice,
+        crate::forecast_api::forecast,
+        crate::anomalies_api::anomalies,
     ),
     modifiers(&Bearer)
 )]

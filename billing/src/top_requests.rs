@@ -57,7 +57,12 @@ struct Ranked {
 }
 
 /// Per event: its billing cost plus its corrections in the same billing currency.
-fn events_with_corrections(sql: &mut Sql, tenant: &str, from_ms: i64, to_ms: i64) -> String {
+pub(crate) fn events_with_corrections(
+    sql: &mut Sql,
+    tenant: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> String {
     let cond = |sql: &mut Sql, col: &str, t: &str| {
         let tp = sql.bind(Param::Str(tenant.to_string()));
         let a = sql.bind(Param::Int(from_ms));
