@@ -4,6 +4,7 @@
 //!
 //! Every test gets its own topics and ClickHouse database, so tests run in parallel.
 
+pub mod billing_client;
 pub mod proxy;
 pub mod registry_double;
 
@@ -214,7 +215,7 @@ impl Service {
         Service::spawn(cmd, log, port)
     }
 
-    fn spawn(mut cmd: Command, log: PathBuf, port: u16) -> Service {
+    pub(crate) fn spawn(mut cmd: Command, log: PathBuf, port: u16) -> Service {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd

@@ -7,17 +7,15 @@
 //! (`SEED=n` replays it).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Duration as Dur, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use costpipe_e2e::{binary, free_port, wait_for, Names, Service, Stack};
+use costpipe_e2e::billing_client::{decimal, insert_rows, start_billing};
+use costpipe_e2e::{test_seed, Names, Stack};
 
 const ADMIN: &str = "admin-key-0123456789";
 const ACME: &str = "acme-key-0123456789";
@@ -67,60 +65,6 @@ impl Ev {
             "ingested_at": "2026-04-01 00:00:00.000"
         })
     }
-}
-
-fn digest(k: &str) -> String {
-    hex::encode(Sha256::digest(k.as_bytes()))
-}
-
-fn dec(v: &Value) -> Decimal {
-    Decimal::from_str(
-        v.as_str()
-            .unwrap_or_else(|| panic!("{v} is not a decimal string")),
-    )
-    .unwrap()
-}
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn get(&self, path: &str, key: Option<&str>) -> (u16, String) {
-        let mut r = self.http.get(format!("{}{path}", self.base));
-        if let Some(k) = key {
-            r = r.bearer_auth(k);
-        }
-        let resp = r.send().await.expect("billing answers");
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-
-    async fn json(&self, path: &str, key: &str) -> Value {
-        let (s, body) = self.get(path, Some(key)).await;
-        assert_eq!(s, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    async fn post(&self, path: &str, key: &str) -> (u16, String) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-}
-
-async fn insert(stack: &Stack, db: &str, table: &str, rows: &[Value]) {
-    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    stack
-        .query(&format!(
-            "INSERT INTO {db}.{table} SETTINGS input_format_skip_unknown_fields = 0 FORMAT JSONEachRow\n{body}"
-        ))
-        .await;
 }
 
 fn gen_events(seed: u64) -> Vec<Ev> {
@@ -227,8 +171,8 @@ fn answer_sums(v: &Value, dims: &[&str], with_bucket: bool) -> Sums {
         {
             s.1[i] += t[*name].as_u64().unwrap();
         }
-        s.2 += dec(&r["cost"]);
-        s.3 += dec(&r["billing_cost"]);
+        s.2 += decimal(&r["cost"]);
+        s.3 += decimal(&r["billing_cost"]);
     }
     m
 }
@@ -240,48 +184,21 @@ fn tokyo_day(t: DateTime<Utc>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn billing_answers_equal_independent_sums() {
-    let seed = std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    println!("SEED={seed}");
+    let seed = test_seed("billing_api");
     let stack = Stack::from_env();
     let names = Names::new("billing_api");
     let db = names.database.clone();
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("{db}-billing.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(binary("costpipe-billing"));
-    cmd.env("COSTPIPE_CLICKHOUSE_URL", &stack.clickhouse_url)
-        .env("COSTPIPE_CLICKHOUSE_DATABASE", &db)
-        .env("COSTPIPE_BILLING_ADDR", format!("127.0.0.1:{port}"))
-        .env("COSTPIPE_BILLING_ADMIN_KEY_SHA256", digest(ADMIN))
-        .env(
-            "COSTPIPE_BILLING_TENANT_KEYS",
-            format!("{}=acme,{}=globex", digest(ACME), digest(GLOBEX)),
-        )
-        .env("COSTPIPE_BILLING_TENANT_TIME_ZONES", "acme=Asia/Tokyo")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    let _billing = Service {
-        child: cmd.spawn().unwrap(),
-        log,
-        port,
-    };
-    let api = Api {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    };
-    wait_for("billing's migrations", Duration::from_secs(60), || async {
-        stack
-            .try_query(&format!("EXISTS TABLE {db}.billing_invoices"))
-            .await
-            .filter(|s| s == "1")
-    })
+    let (_billing, api) = start_billing(
+        &stack,
+        &names,
+        ADMIN,
+        &[("acme", ACME), ("globex", GLOBEX)],
+        &[("COSTPIPE_BILLING_TENANT_TIME_ZONES", "acme=Asia/Tokyo")],
+    )
     .await;
 
     let evs = gen_events(seed);
-    insert(
+    insert_rows(
         &stack,
         &db,
         "usage_events_priced",
@@ -305,7 +222,7 @@ async fn billing_answers_equal_independent_sums() {
         }
         corr.push((e.clone(), new_cost - e.cost, new_billing - e.billing_cost));
     }
-    insert(&stack, &db, "usage_cost_corrections", &corr_rows).await;
+    insert_rows(&stack, &db, "usage_cost_corrections", &corr_rows).await;
     let acme: Vec<Ev> = evs.iter().filter(|e| e.tenant == "acme").cloned().collect();
 
     // Costs: model × day (Tokyo) from the hourly rollup, equal to the raw answer and to
@@ -383,7 +300,7 @@ async fn billing_answers_equal_independent_sums() {
         .iter()
         .map(|r| {
             (
-                dec(&r["billing_cost"]),
+                decimal(&r["billing_cost"]),
                 r["group"]["user"].as_str().unwrap().to_string(),
             )
         })
@@ -415,7 +332,7 @@ async fn billing_answers_equal_independent_sums() {
         .iter()
         .map(|r| {
             (
-                dec(&r["billing_cost"]),
+                decimal(&r["billing_cost"]),
                 r["id"].as_str().unwrap().to_string(),
             )
         })
@@ -436,7 +353,7 @@ async fn billing_answers_equal_independent_sums() {
         .iter()
         .map(|r| {
             (
-                dec(&r["billing_cost"]),
+                decimal(&r["billing_cost"]),
                 r["id"].as_str().unwrap().to_string(),
             )
         })
@@ -451,16 +368,16 @@ async fn billing_answers_equal_independent_sums() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| dec(&l["billing_amount"]))
+        .map(|l| decimal(&l["billing_amount"]))
         .sum();
-    let total = dec(&inv["totals"][0]["total"]);
+    let total = decimal(&inv["totals"][0]["total"]);
     assert_eq!(lines, march_total);
     assert_eq!(total, march_total);
     let depts: Decimal = inv["subtotals_by_department"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| dec(&s["billing_amount"]))
+        .map(|s| decimal(&s["billing_amount"]))
         .sum();
     assert_eq!(depts, march_total);
     let cache_1h: u64 = inv["lines"]
@@ -499,7 +416,7 @@ async fn billing_answers_equal_independent_sums() {
     late.t = Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap();
     late.request = "late".into();
     late.billing_cost = Decimal::from_str("4.200000000007").unwrap();
-    insert(&stack, &db, "usage_events_priced", &[late.row()]).await;
+    insert_rows(&stack, &db, "usage_events_priced", &[late.row()]).await;
     let again = api.json("/v1/tenants/acme/invoices/2026-03", ACME).await;
     assert_eq!(again, issued, "an issued invoice never changes");
     let (s, _) = api
@@ -511,7 +428,7 @@ async fn billing_answers_equal_independent_sums() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| dec(&l["billing_amount"]))
+        .map(|l| decimal(&l["billing_amount"]))
         .sum();
     assert_eq!(
         adj, late.billing_cost,
@@ -521,9 +438,9 @@ async fn billing_answers_equal_independent_sums() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| dec(&l["billing_amount"]))
+        .map(|l| decimal(&l["billing_amount"]))
         .sum();
-    assert_eq!(dec(&april["totals"][0]["total"]), april_lines + adj);
+    assert_eq!(decimal(&april["totals"][0]["total"]), april_lines + adj);
     let (s, csv) = api
         .get("/v1/tenants/acme/invoices/2026-04?format=csv", Some(ACME))
         .await;
@@ -549,7 +466,7 @@ async fn billing_answers_equal_independent_sums() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| dec(&r["billing_cost"]))
+        .map(|r| decimal(&r["billing_cost"]))
         .sum();
     assert_eq!(got, odd);
 

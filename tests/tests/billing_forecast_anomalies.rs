@@ -5,17 +5,14 @@
 //! replays it); nothing depends on today's date (`as_of` is always given).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
-use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Duration as Dur, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use costpipe_e2e::{binary, free_port, wait_for, Names, Service, Stack};
+use costpipe_e2e::billing_client::{decimal, insert_rows, start_billing};
+use costpipe_e2e::{test_seed, Names, Stack};
 
 const ADMIN: &str = "admin-key-fa-0123456789";
 const ACME: &str = "acme-key-fa-0123456789";
@@ -48,18 +45,6 @@ impl Ev {
             "ingested_at": "2026-04-01 00:00:00.000"
         })
     }
-}
-
-fn digest(k: &str) -> String {
-    hex::encode(Sha256::digest(k.as_bytes()))
-}
-
-fn dec(v: &Value) -> Decimal {
-    Decimal::from_str(
-        v.as_str()
-            .unwrap_or_else(|| panic!("{v} is not a decimal string")),
-    )
-    .unwrap()
 }
 
 fn at(d: u32, h: u32, m: u32, s: u32) -> DateTime<Utc> {
@@ -130,39 +115,6 @@ fn gen_events(seed: u64) -> Vec<Ev> {
         Decimal::new(888, 0),
     );
     out
-}
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn get(&self, path: &str, key: &str) -> (u16, String) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("billing answers");
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-
-    async fn json(&self, path: &str, key: &str) -> Value {
-        let (s, body) = self.get(path, key).await;
-        assert_eq!(s, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-async fn insert(stack: &Stack, db: &str, table: &str, rows: &[Value]) {
-    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    stack
-        .query(&format!(
-            "INSERT INTO {db}.{table} SETTINGS input_format_skip_unknown_fields = 0 FORMAT JSONEachRow\n{body}"
-        ))
-        .await;
 }
 
 fn round(d: Decimal, dp: u32) -> Decimal {
@@ -257,47 +209,21 @@ fn expected_hours(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn forecast_and_anomalies_equal_independent_computations() {
-    let seed = std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    println!("SEED={seed}");
+    let seed = test_seed("billing_forecast_anomalies");
     let stack = Stack::from_env();
     let names = Names::new("billing_fa");
     let db = names.database.clone();
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("{db}-billing.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(binary("costpipe-billing"));
-    cmd.env("COSTPIPE_CLICKHOUSE_URL", &stack.clickhouse_url)
-        .env("COSTPIPE_CLICKHOUSE_DATABASE", &db)
-        .env("COSTPIPE_BILLING_ADDR", format!("127.0.0.1:{port}"))
-        .env("COSTPIPE_BILLING_ADMIN_KEY_SHA256", digest(ADMIN))
-        .env(
-            "COSTPIPE_BILLING_TENANT_KEYS",
-            format!("{}=acme,{}=globex", digest(ACME), digest(GLOBEX)),
-        )
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    let _billing = Service {
-        child: cmd.spawn().unwrap(),
-        log,
-        port,
-    };
-    let api = Api {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    };
-    wait_for("billing's migrations", Duration::from_secs(60), || async {
-        stack
-            .try_query(&format!("EXISTS TABLE {db}.billing_invoices"))
-            .await
-            .filter(|s| s == "1")
-    })
+    let (_billing, api) = start_billing(
+        &stack,
+        &names,
+        ADMIN,
+        &[("acme", ACME), ("globex", GLOBEX)],
+        &[],
+    )
     .await;
 
     let evs = gen_events(seed);
-    insert(
+    insert_rows(
         &stack,
         &db,
         "usage_events_priced",
@@ -311,7 +237,7 @@ async fn forecast_and_anomalies_equal_independent_computations() {
         .unwrap()
         .clone();
     let delta = Decimal::new(5, 1);
-    insert(
+    insert_rows(
         &stack,
         &db,
         "usage_cost_corrections",
@@ -351,10 +277,10 @@ async fn forecast_and_anomalies_equal_independent_computations() {
         assert_eq!(rows.len(), 1, "{v}");
         let r = &rows[0];
         assert_eq!(r["billing_currency"], "EUR");
-        assert_eq!(dec(&r["spent"]), spent, "{q}");
-        assert_eq!(dec(&r["trend_window_spent"]), recent, "{q}");
-        assert_eq!(dec(&r["trend_correction"]), correction, "{q}");
-        assert_eq!(dec(&r["projected"]), projected, "{q}");
+        assert_eq!(decimal(&r["spent"]), spent, "{q}");
+        assert_eq!(decimal(&r["trend_window_spent"]), recent, "{q}");
+        assert_eq!(decimal(&r["trend_correction"]), correction, "{q}");
+        assert_eq!(decimal(&r["projected"]), projected, "{q}");
         assert!(
             v["method"].as_str().unwrap().contains("as_of - 7 days"),
             "{v}"
@@ -390,7 +316,7 @@ async fn forecast_and_anomalies_equal_independent_computations() {
             403,
         ),
     ] {
-        let (s, body) = api.get(q, key).await;
+        let (s, body) = api.get(q, Some(key)).await;
         assert_eq!(s, status, "{q}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert!(v["error"].is_string() && v["message"].is_string(), "{body}");
@@ -402,7 +328,7 @@ async fn forecast_and_anomalies_equal_independent_computations() {
             GLOBEX,
         )
         .await;
-    assert_eq!(dec(&v["rows"][0]["spent"]), Decimal::new(777 * 10, 0));
+    assert_eq!(decimal(&v["rows"][0]["spent"]), Decimal::new(777 * 10, 0));
 
     // Anomalies over 03-02 .. 03-21 (March 1 is the first hours' and day's history).
     let (from, to) = (at(2, 0, 0, 0), at(21, 0, 0, 0));
@@ -427,7 +353,7 @@ async fn forecast_and_anomalies_equal_independent_computations() {
                 .collect();
             (
                 h["hour_start"].as_str().unwrap().to_string(),
-                dec(&h["billing_cost"]),
+                decimal(&h["billing_cost"]),
                 rules,
             )
         })
@@ -466,8 +392,8 @@ async fn forecast_and_anomalies_equal_independent_computations() {
         .map(|r| {
             (
                 r["event_id"].as_str().unwrap().to_string(),
-                dec(&r["billing_cost"]),
-                dec(&r["p95"]),
+                decimal(&r["billing_cost"]),
+                decimal(&r["p95"]),
             )
         })
         .collect();
@@ -510,7 +436,7 @@ async fn forecast_and_anomalies_equal_independent_computations() {
     let (s, body) = api
         .get(
             "/v1/tenants/acme/anomalies?from=2026-03-02&to=2026-03-21",
-            GLOBEX,
+            Some(GLOBEX),
         )
         .await;
     assert_eq!(s, 403, "{body}");
