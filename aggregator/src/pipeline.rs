@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
@@ -35,6 +36,9 @@ use crate::kafka_sinks;
 use crate::kafka_source::{self, PartitionChange, RestoreSettings, UsageConsumer};
 use crate::live::{LiveReply, LiveRequest};
 use crate::telemetry::{LevelLabel, Metrics, OutcomeLabel, ReasonLabel};
+
+/// Records taken from the consumer per turn of the main loop.
+const RECORDS_PER_TURN: usize = 256;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -178,29 +182,41 @@ impl Pipeline {
                 Some(report) = reports.recv() => self.handle_report(report).await,
                 Some(request) = self.live.recv() => self.answer_live(request).await,
                 msg = consumer.recv() => {
-                    let msg = match msg {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "consumer error");
-                            continue;
+                    // Records already fetched are taken without another turn of the select
+                    // (its timers and channels cost more than a record's own work), a bounded
+                    // number at a time so that ticks and reports still get their turn.
+                    let mut next = Some(msg);
+                    let mut taken = 0usize;
+                    while let Some(msg) = next.take() {
+                        taken += 1;
+                        if taken < RECORDS_PER_TURN {
+                            next = consumer.recv().now_or_never();
                         }
-                    };
-                    self.apply_partition_changes().await;
-                    if let Some(payload) = msg.payload() {
-                        self.learn_schema_of(payload).await;
-                    }
-                    let rec = SourceRecord {
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        key: msg.key(),
-                        payload: msg.payload(),
-                    };
-                    // Counted when their epoch is stored, so that a rebuilt epoch is not counted twice.
-                    self.processor.handle_record(rec, now_ms());
-                    since_check += 1;
-                    if since_check >= 1024 {
-                        since_check = 0;
-                        self.seal_and_send(&sink, false).await?;
+                        let msg = match msg {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "consumer error");
+                                continue;
+                            }
+                        };
+                        self.apply_partition_changes().await;
+                        if let Some(payload) = msg.payload() {
+                            self.learn_schema_of(payload).await;
+                        }
+                        let rec = SourceRecord {
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                            key: msg.key(),
+                            payload: msg.payload(),
+                        };
+                        // Counted when their epoch is stored, so that a rebuilt epoch is not
+                        // counted twice.
+                        self.processor.handle_record(rec, now_ms());
+                        since_check += 1;
+                        if since_check >= 1024 {
+                            since_check = 0;
+                            self.seal_and_send(&sink, false).await?;
+                        }
                     }
                 }
             }

@@ -64,6 +64,18 @@ struct PartitionState {
     watermark: Watermark,
     /// Tenants seen on the partition: their windows leave with it.
     tenants: std::collections::BTreeSet<String>,
+    /// Events in the partition's last sealed epoch: the next one is sized after it.
+    last_epoch_events: usize,
+}
+
+impl PartitionState {
+    /// Room for the next epoch's events: the last epoch's count and an eighth more, never
+    /// more than a full epoch (plus the records that arrive between two seal checks).
+    fn expected_events(&self, max_records: usize) -> usize {
+        let last = self.last_epoch_events;
+        last.saturating_add(last / 8)
+            .min(max_records.saturating_add(1024))
+    }
 }
 
 /// The aggregator's sans-IO processing core.
@@ -169,6 +181,7 @@ impl Processor {
                 recent,
                 watermark,
                 tenants: Default::default(),
+                last_epoch_events: 0,
             },
         );
     }
@@ -302,9 +315,10 @@ impl Processor {
             );
         }
         let start = state.next_offset.unwrap_or(rec.offset);
+        let expected = state.expected_events(self.policy.max_records);
         let epoch = state
             .epoch
-            .get_or_insert_with(|| OpenEpoch::new(start, now_ms));
+            .get_or_insert_with(|| OpenEpoch::new(start, now_ms, expected));
         let windows = &mut self.windows;
         let zone = self.zone;
         let outcome = outcome.and_then(|mut priced| {
@@ -461,6 +475,7 @@ impl Processor {
         for (&partition, state) in self.partitions.iter_mut() {
             if due(state) {
                 if let Some(epoch) = state.epoch.take() {
+                    state.last_epoch_events = epoch.events.len();
                     out.push(epoch.seal(&self.topic, partition, self.catalog.version(), false));
                 }
             }
