@@ -187,6 +187,9 @@ impl Pipeline {
                     // number at a time so that ticks and reports still get their turn.
                     let mut next = Some(msg);
                     let mut taken = 0usize;
+                    // One clock read per turn: the records of a turn arrive within
+                    // microseconds, and the epoch age and lateness work in milliseconds.
+                    let mut now = now_ms();
                     while let Some(msg) = next.take() {
                         taken += 1;
                         if taken < RECORDS_PER_TURN {
@@ -199,7 +202,10 @@ impl Pipeline {
                                 continue;
                             }
                         };
-                        self.apply_partition_changes().await;
+                        if self.apply_partition_changes().await {
+                            // A take-up can wait on ClickHouse for a while.
+                            now = now_ms();
+                        }
                         if let Some(payload) = msg.payload() {
                             self.learn_schema_of(payload).await;
                         }
@@ -211,7 +217,7 @@ impl Pipeline {
                         };
                         // Counted when their epoch is stored, so that a rebuilt epoch is not
                         // counted twice.
-                        self.processor.handle_record(rec, now_ms());
+                        self.processor.handle_record(rec, now);
                         since_check += 1;
                         if since_check >= 1024 {
                             since_check = 0;
@@ -345,10 +351,11 @@ impl Pipeline {
         }
     }
 
-    async fn apply_partition_changes(&mut self) {
+    /// Applies pending assignments and revocations; whether there were any.
+    async fn apply_partition_changes(&mut self) -> bool {
         let changes = self.consumer.context().take_changes();
         if changes.is_empty() {
-            return;
+            return false;
         }
         let mut restored_tenants = BTreeSet::new();
         for change in changes {
@@ -391,6 +398,7 @@ impl Pipeline {
         // Publish the current level of restored tenants, so that a level decided before a
         // crash but not yet published is not lost.
         self.evaluate_budgets(restored_tenants).await;
+        true
     }
 
     /// Evaluates the budgets of `tenants` from the in-memory month-to-date totals and
