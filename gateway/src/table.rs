@@ -39,7 +39,8 @@ pub struct BudgetTable {
 impl BudgetTable {
     /// Applies one record of the control topic.
     pub fn apply(&mut self, control: BudgetControl) {
-        self.by_tenant.insert(control.tenant_id.clone(), control);
+        let tenant = control.tenant_id.clone().unwrap_or_default();
+        self.by_tenant.insert(tenant, control);
     }
 
     /// The decision for a request of `tenant`. Unknown tenants are allowed: the aggregator
@@ -66,7 +67,7 @@ mod tests {
     use super::*;
 
     fn control(tenant: &str, level: BudgetLevel) -> BudgetControl {
-        BudgetControl {
+        costpipe_schemas::BudgetControlV1 {
             scope_key: format!("tenant:{tenant}"),
             scope_kind: "tenant".into(),
             tenant_id: tenant.into(),
@@ -79,6 +80,7 @@ mod tests {
             decided_at: 0,
             reason: String::new(),
         }
+        .into()
     }
 
     #[test]
