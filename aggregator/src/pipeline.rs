@@ -135,7 +135,7 @@ impl Pipeline {
             consumer,
             producer,
             dead_letters: Some(dead_letters),
-            control_codec: ControlCodec::control_v1(),
+            control_codec: ControlCodec::current(),
             processor,
             budgets,
             catalog,
@@ -409,13 +409,13 @@ impl Pipeline {
         {
             // The tracker already moved on; forget the tenants so the next epoch republishes.
             tracing::error!(error = %format!("{e:#}"), "budget controls not published; will retry");
-            for c in &controls {
-                self.budgets.forget(&c.tenant_id);
+            for tenant in controls.iter().filter_map(|c| c.tenant_id.as_deref()) {
+                self.budgets.forget(tenant);
             }
             return;
         }
         for c in &controls {
-            tracing::info!(tenant = %c.tenant_id, period = %c.period, level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, "budget level published");
+            tracing::info!(budget = %c.budget_id, tenant = ?c.tenant_id, period = %c.period, level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, "budget level published");
             self.metrics
                 .control_events
                 .get_or_create(&LevelLabel {

@@ -31,7 +31,7 @@ fn consumer(brokers: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
 /// Every control record from the beginning until none arrives for `idle`, in order.
 pub fn read_all(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<Vec<BudgetControl>> {
     let consumer = consumer(brokers, topic)?;
-    let codec = ControlCodec::control_v1();
+    let codec = ControlCodec::current();
     let mut out = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < idle {
@@ -55,7 +55,7 @@ pub fn follow(brokers: &str, topic: &str) -> anyhow::Result<Arc<RwLock<BudgetTab
     std::thread::Builder::new()
         .name("costpipe-control-follower".into())
         .spawn(move || {
-            let codec = ControlCodec::control_v1();
+            let codec = ControlCodec::current();
             loop {
                 match consumer.poll(Duration::from_millis(500)) {
                     Some(Ok(msg)) => match msg.payload().map(|p| codec.decode(p)) {

@@ -2,11 +2,11 @@
 //! spend in the current period has reached; a change of level (up, or back down when a new
 //! period starts or a limit is raised) becomes a control record for the compacted topic.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
 
-use costpipe_schemas::{BudgetControl, BudgetLevel};
+use costpipe_schemas::{control_id, BudgetControl, BudgetLevel, ControlKind, Direction};
 
 use crate::period::Period;
 
@@ -114,16 +114,51 @@ impl BudgetTracker {
         } else {
             (spend / limit * Decimal::ONE_HUNDRED).round_dp(2)
         };
+        let budget_id = format!("tenant:{tenant}");
+        let previous_level = known.map(|k| k.level);
+        let direction = match previous_level {
+            Some(prev) if prev > level => Direction::Down,
+            _ => Direction::Up,
+        };
+        let threshold = self
+            .policy
+            .thresholds
+            .iter()
+            .filter(|(l, _)| *l == level)
+            .map(|(_, r)| r.normalize().to_string())
+            .next()
+            .unwrap_or_else(|| "0".to_string());
+        let (start, end) = (period.start_millis(), period.next().start_millis());
         Some(BudgetControl {
-            scope_key: format!("tenant:{tenant}"),
-            scope_kind: "tenant".into(),
-            tenant_id: tenant.to_string(),
-            period: period.to_string(),
+            control_id: control_id(&budget_id, ControlKind::State, start, direction, level),
+            budget_id,
+            kind: ControlKind::State,
+            scope: BTreeMap::from([("tenant".to_string(), tenant.to_string())]),
+            tenant_id: Some(tenant.to_string()),
             level,
-            previous_level: known.map(|k| k.level),
+            previous_level,
+            threshold,
+            throttle_requests_per_minute: None,
+            downgrade_to: None,
+            retry_after_ms: Some(end.saturating_sub(now_ms).max(0)),
             spend: spend.normalize().to_string(),
             limit: limit.normalize().to_string(),
+            ratio: if limit.is_zero() {
+                "0".to_string()
+            } else {
+                (spend / limit).normalize().to_string()
+            },
             currency: self.policy.currency.clone(),
+            period_kind: "month".to_string(),
+            period: period.to_string(),
+            period_start: Some(start),
+            period_end: Some(end),
+            shadow: false,
+            whitelist_features: Vec::new(),
+            trigger_event_id: None,
+            fx_rates: Vec::new(),
+            forecast_spend: None,
+            method: None,
             decided_at: now_ms,
             reason: format!(
                 "spend {} {} is {percent}% of the {period} limit {}",
@@ -189,7 +224,7 @@ mod tests {
         );
         let block = t.evaluate("acme", NOV, dec!(100.5), 4).unwrap();
         assert_eq!(block.level, BudgetLevel::Block);
-        assert_eq!(block.scope_key, "tenant:acme");
+        assert_eq!(block.budget_id, "tenant:acme");
         assert_eq!(
             block.reason,
             "spend 100.5 USD is 100.50% of the 2026-11 limit 100"

@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         let previous = c.previous_level.map_or("-".to_string(), |l| l.to_string());
         println!(
             "  {:<10} {:<8} {:>9} -> {:<9} spend {:>14} / limit {:>8} {}",
-            c.tenant_id,
+            c.tenant_id.as_deref().unwrap_or(&c.budget_id),
             c.period,
             previous,
             c.level.to_string(),
@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         );
         table.apply(c.clone());
     }
-    let mut tenants: Vec<_> = table.iter().map(|c| c.tenant_id.clone()).collect();
+    let mut tenants: Vec<_> = table.iter().filter_map(|c| c.tenant_id.clone()).collect();
     tenants.sort();
     println!("Gateway decisions now:");
     for t in tenants {
