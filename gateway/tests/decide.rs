@@ -33,7 +33,12 @@ fn unknown_tenants_are_allowed_and_the_most_restrictive_budget_wins() {
     dept.scope = dept.scope.with(Dimension::Department, "research");
     t.apply(dept);
     let d = t.decide(&ctx("acme"), NOW);
-    assert_eq!(d.action, Action::Throttle { requests_per_minute: 60 });
+    assert_eq!(
+        d.action,
+        Action::Throttle {
+            requests_per_minute: 60
+        }
+    );
     assert_eq!(d.budget_id.as_deref(), Some("acme-research"));
     // Another department only sees the tenant budget.
     let other = RequestContext {
@@ -42,7 +47,9 @@ fn unknown_tenants_are_allowed_and_the_most_restrictive_budget_wins() {
     };
     assert_eq!(
         t.decide(&other, NOW).action,
-        Action::Downgrade { model: "gpt-4o-mini".into() }
+        Action::Downgrade {
+            model: "gpt-4o-mini".into()
+        }
     );
     // A global block applies to every tenant.
     t.apply(state("global", None, BudgetLevel::Block));
@@ -57,7 +64,9 @@ fn block_retry_after_is_the_time_to_period_end() {
     t.apply(state("acme-month", Some("acme"), BudgetLevel::Block));
     assert_eq!(
         t.decide(&ctx("acme"), NOW).action,
-        Action::Block { retry_after_ms: (MONTH_END - NOW) as u64 }
+        Action::Block {
+            retry_after_ms: (MONTH_END - NOW) as u64
+        }
     );
     // Rolling: published wait counted from the decision, at least a second.
     let mut rolling = state("acme-1h", Some("acme"), BudgetLevel::Block);
@@ -67,11 +76,15 @@ fn block_retry_after_is_the_time_to_period_end() {
     t.apply(rolling);
     assert_eq!(
         t.decide(&ctx("acme"), NOW).action,
-        Action::Block { retry_after_ms: 29_000 }
+        Action::Block {
+            retry_after_ms: 29_000
+        }
     );
     assert_eq!(
         t.decide(&ctx("acme"), NOW + 60_000).action,
-        Action::Block { retry_after_ms: 1_000 }
+        Action::Block {
+            retry_after_ms: 1_000
+        }
     );
 }
 
@@ -79,7 +92,10 @@ fn block_retry_after_is_the_time_to_period_end() {
 fn a_block_expires_with_its_period() {
     let mut t = BudgetTable::default();
     t.apply(state("acme-month", Some("acme"), BudgetLevel::Block));
-    assert!(matches!(t.decide(&ctx("acme"), MONTH_END - 1).action, Action::Block { .. }));
+    assert!(matches!(
+        t.decide(&ctx("acme"), MONTH_END - 1).action,
+        Action::Block { .. }
+    ));
     assert_eq!(t.decide(&ctx("acme"), MONTH_END).action, Action::Allow);
 }
 
@@ -94,7 +110,10 @@ fn whitelisted_features_and_shadow_budgets_are_not_enforced() {
         ..ctx("acme")
     };
     assert_eq!(t.decide(&health, NOW).action, Action::Allow);
-    assert!(matches!(t.decide(&ctx("acme"), NOW).action, Action::Block { .. }));
+    assert!(matches!(
+        t.decide(&ctx("acme"), NOW).action,
+        Action::Block { .. }
+    ));
     let mut s = state("globex-month", Some("globex"), BudgetLevel::Block);
     s.shadow = true;
     t.apply(s);
@@ -138,7 +157,10 @@ fn latest_record_wins_and_republished_transitions_change_nothing() {
     moved.control_id = "moved".into();
     t.apply(moved);
     assert_eq!(t.decide(&ctx("acme"), NOW).action, Action::Allow);
-    assert!(matches!(t.decide(&ctx("globex"), NOW).action, Action::Block { .. }));
+    assert!(matches!(
+        t.decide(&ctx("globex"), NOW).action,
+        Action::Block { .. }
+    ));
     t.remove("b");
     assert_eq!(t.decide(&ctx("globex"), NOW).action, Action::Allow);
     assert!(t.is_empty());
@@ -174,15 +196,15 @@ fn expected(states: &[ControlState], c: &RequestContext<'_>, now: i64) -> (Budge
 
 fn arb_state() -> impl Strategy<Value = ControlState> {
     (
-        0usize..5,                      // budget id index
-        prop::option::of(0usize..3),    // tenant
-        prop::option::of(0usize..2),    // department
-        0usize..5,                      // level
-        1u32..100,                      // rate
-        any::<bool>(),                  // shadow
-        any::<bool>(),                  // whitelist "health"
+        0usize..5,                          // budget id index
+        prop::option::of(0usize..3),        // tenant
+        prop::option::of(0usize..2),        // department
+        0usize..5,                          // level
+        1u32..100,                          // rate
+        any::<bool>(),                      // shadow
+        any::<bool>(),                      // whitelist "health"
         prop::option::of(-5_000i64..5_000), // period end relative to NOW
-        0u32..1000,                     // control id salt
+        0u32..1000,                         // control id salt
     )
         .prop_map(|(id, tenant, dept, level, rate, shadow, wl, end, salt)| {
             let tenants = ["acme", "globex", "initech"];

@@ -53,15 +53,23 @@ fn admits_until_the_share_of_headroom_is_held() {
         settled_lag_ms: 10_000,
     });
     // Share: 0.5 × 40 = 20 → two calls of 10.
-    let a = l.reserve(&t, &acme(), &usd(dec!(10)), &catalog, NOW).unwrap();
-    let b = l.reserve(&t, &acme(), &usd(dec!(10)), &catalog, NOW).unwrap();
+    let a = l
+        .reserve(&t, &acme(), &usd(dec!(10)), &catalog, NOW)
+        .unwrap();
+    let b = l
+        .reserve(&t, &acme(), &usd(dec!(10)), &catalog, NOW)
+        .unwrap();
     let denied = l.reserve(&t, &acme(), &usd(dec!(0.01)), &catalog, NOW);
     assert!(matches!(denied, Err(Denied::Budget { ref available, .. }) if available.is_zero()));
     // Settling below the estimate frees the difference; the settled cost stays counted.
     l.settle(a, &usd(dec!(4)), &catalog, NOW);
     assert_eq!(l.held("acme-month"), (dec!(10), dec!(4)));
-    let c = l.reserve(&t, &acme(), &usd(dec!(6)), &catalog, NOW).unwrap();
-    assert!(l.reserve(&t, &acme(), &usd(dec!(0.01)), &catalog, NOW).is_err());
+    let c = l
+        .reserve(&t, &acme(), &usd(dec!(6)), &catalog, NOW)
+        .unwrap();
+    assert!(l
+        .reserve(&t, &acme(), &usd(dec!(0.01)), &catalog, NOW)
+        .is_err());
     l.release(b);
     l.release(c);
     assert_eq!(l.held("acme-month"), (dec!(0), dec!(4)));
@@ -72,18 +80,26 @@ fn settled_cost_is_dropped_once_a_later_state_includes_it() {
     let catalog = Catalog::builtin();
     let mut t = table();
     let mut l = Ledger::new(LedgerConfig::default());
-    let r = l.reserve(&t, &acme(), &usd(dec!(40)), &catalog, NOW).unwrap();
+    let r = l
+        .reserve(&t, &acme(), &usd(dec!(40)), &catalog, NOW)
+        .unwrap();
     l.settle(r, &usd(dec!(40)), &catalog, NOW);
-    assert!(l.reserve(&t, &acme(), &usd(dec!(1)), &catalog, NOW).is_err());
+    assert!(l
+        .reserve(&t, &acme(), &usd(dec!(1)), &catalog, NOW)
+        .is_err());
     // The aggregator publishes a new state decided past the lag: spend 100 includes it.
     let mut s = state("acme-month", Some("acme"), BudgetLevel::Block);
     s.spend = dec!(100);
     s.decided_at_ms = NOW + 10_000;
     t.apply(s);
-    assert!(l.reserve(&t, &acme(), &usd(dec!(1)), &catalog, NOW + 10_001).is_err());
+    assert!(l
+        .reserve(&t, &acme(), &usd(dec!(1)), &catalog, NOW + 10_001)
+        .is_err());
     assert_eq!(l.held("acme-month"), (dec!(0), dec!(0)));
     // Next month: spend is 0 and the headroom the whole limit.
-    let r = l.reserve(&t, &acme(), &usd(dec!(100)), &catalog, MONTH_END).unwrap();
+    let r = l
+        .reserve(&t, &acme(), &usd(dec!(100)), &catalog, MONTH_END)
+        .unwrap();
     assert_eq!(r.holds[0].amount, dec!(100));
 }
 
@@ -99,12 +115,20 @@ fn estimates_are_held_in_each_budgets_currency_at_the_dated_rate() {
     let (u, e): (Arc<str>, Arc<str>) = ("USD".into(), "EUR".into());
     let rate = catalog.rate(&u, &e, NOW).unwrap().rate;
     let mut l = Ledger::new(LedgerConfig::default());
-    let r = l.reserve(&t, &acme(), &usd(dec!(5)), &catalog, NOW).unwrap();
-    let eur_hold = r.holds.iter().find(|h| &*h.budget_id == "acme-research-eur").unwrap();
+    let r = l
+        .reserve(&t, &acme(), &usd(dec!(5)), &catalog, NOW)
+        .unwrap();
+    let eur_hold = r
+        .holds
+        .iter()
+        .find(|h| &*h.budget_id == "acme-research-eur")
+        .unwrap();
     assert_eq!(eur_hold.amount, (dec!(5) * rate).round_dp(12));
     assert_eq!(eur_hold.rate, rate);
     // 10 EUR is about 11.7 USD at that rate: a second 5 USD call fits, a third does not.
-    let r2 = l.reserve(&t, &acme(), &usd(dec!(5)), &catalog, NOW).unwrap();
+    let r2 = l
+        .reserve(&t, &acme(), &usd(dec!(5)), &catalog, NOW)
+        .unwrap();
     let expected_third_fits = dec!(15) * rate <= dec!(10);
     assert_eq!(
         l.reserve(&t, &acme(), &usd(dec!(5)), &catalog, NOW).is_ok(),

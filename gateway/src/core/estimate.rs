@@ -49,7 +49,11 @@ pub struct Converted {
 
 impl Cost {
     /// This cost in `currency` at the catalog's rate in force at `at_ms`.
-    pub fn in_currency(&self, catalog: &Catalog, currency: &Arc<str>) -> Result<Converted, EstimateError> {
+    pub fn in_currency(
+        &self,
+        catalog: &Catalog,
+        currency: &Arc<str>,
+    ) -> Result<Converted, EstimateError> {
         if self.currency == *currency || self.amount.is_zero() {
             return Ok(Converted {
                 amount: self.amount,

@@ -160,13 +160,12 @@ impl Ledger {
     ) -> Result<Reservation, Denied> {
         let mut holds = Vec::new();
         for state in table.constraining(ctx) {
-            let converted =
-                estimate
-                    .in_currency(catalog, &state.currency)
-                    .map_err(|source| Denied::Estimate {
-                        budget_id: state.budget_id.clone(),
-                        source,
-                    })?;
+            let converted = estimate
+                .in_currency(catalog, &state.currency)
+                .map_err(|source| Denied::Estimate {
+                    budget_id: state.budget_id.clone(),
+                    source,
+                })?;
             let available = self.available(state, now_ms).unwrap_or(Decimal::ZERO);
             if converted.amount > available {
                 return Err(Denied::Budget {
@@ -193,7 +192,13 @@ impl Ledger {
 
     /// Releases the holds and records `actual` (converted into each budget's currency; at
     /// the hold's rate when the catalog has no rate) as settled at `now_ms`.
-    pub fn settle(&mut self, reservation: Reservation, actual: &Cost, catalog: &Catalog, now_ms: i64) {
+    pub fn settle(
+        &mut self,
+        reservation: Reservation,
+        actual: &Cost,
+        catalog: &Catalog,
+        now_ms: i64,
+    ) {
         for h in reservation.holds {
             let amount = actual
                 .in_currency(catalog, &h.currency)

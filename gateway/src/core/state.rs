@@ -212,7 +212,9 @@ mod tests {
         assert!(!s.matches(&ctx));
         assert!(Scope::global().matches(&ctx));
         ctx.tenant = "globex";
-        assert!(!Scope::global().with(Dimension::Tenant, "acme").matches(&ctx));
+        assert!(!Scope::global()
+            .with(Dimension::Tenant, "acme")
+            .matches(&ctx));
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl BudgetTable {
     /// Applies one STATE record.
     pub fn apply(&mut self, state: ControlState) -> Applied {
         if let Some(entry) = self.entries.get_mut(&state.budget_id) {
-            if entry.seen.iter().any(|id| *id == state.control_id) {
+            if entry.seen.contains(&state.control_id) {
                 return Applied::Duplicate;
             }
             if entry.state.scope.tenant() == state.scope.tenant() {
@@ -145,7 +145,8 @@ impl BudgetTable {
         &'a self,
         ctx: &'a RequestContext<'a>,
     ) -> impl Iterator<Item = &'a ControlState> + 'a {
-        self.candidates(ctx.tenant).filter(move |s| s.constrains(ctx))
+        self.candidates(ctx.tenant)
+            .filter(move |s| s.constrains(ctx))
     }
 
     /// The most restrictive action of the matching, non-shadow, non-expired budgets whose

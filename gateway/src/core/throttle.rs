@@ -17,7 +17,12 @@ pub struct Throttle {
 impl Throttle {
     /// Counts one request of `budget_id` at `now_ms`; `Err(retry_after_ms)` when the minute's
     /// `requests_per_minute` are used up.
-    pub fn admit(&mut self, budget_id: &Arc<str>, requests_per_minute: u32, now_ms: i64) -> Result<(), u64> {
+    pub fn admit(
+        &mut self,
+        budget_id: &Arc<str>,
+        requests_per_minute: u32,
+        now_ms: i64,
+    ) -> Result<(), u64> {
         let minute = now_ms.div_euclid(60_000);
         let slot = self.windows.entry(budget_id.clone()).or_insert((minute, 0));
         if slot.0 != minute {

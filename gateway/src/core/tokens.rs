@@ -53,9 +53,11 @@ impl Counter {
 
     /// Prompt tokens of chat `messages` given as (role, content).
     pub fn count_chat<'a>(self, messages: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
-        messages.into_iter().fold(REPLY_PRIMING, |sum, (role, content)| {
-            sum.saturating_add(PER_MESSAGE + self.count(role) + self.count(content))
-        })
+        messages
+            .into_iter()
+            .fold(REPLY_PRIMING, |sum, (role, content)| {
+                sum.saturating_add(PER_MESSAGE + self.count(role) + self.count(content))
+            })
     }
 }
 
