@@ -92,7 +92,34 @@ struct Account {
     settled_sum: Decimal,
 }
 
+/// Settled costs within this many milliseconds of the newest are merged into one entry.
+const SETTLED_BUCKET_MS: i64 = 1_000;
+/// Most settled entries kept per budget; beyond it the two oldest are merged.
+const MAX_SETTLED_ENTRIES: usize = 256;
+
 impl Account {
+    /// Records a settled cost. Merging keeps the later time of the merged entries, so a
+    /// merged cost is dropped only once its latest part is included: memory stays bounded
+    /// and the count errs towards holding, never towards admitting.
+    fn record_settled(&mut self, at: i64, amount: Decimal) {
+        self.settled_sum += amount;
+        if let Some(back) = self.settled.back_mut() {
+            if at.saturating_sub(back.0) < SETTLED_BUCKET_MS {
+                back.0 = back.0.max(at);
+                back.1 += amount;
+                return;
+            }
+        }
+        self.settled.push_back((at, amount));
+        if self.settled.len() > MAX_SETTLED_ENTRIES {
+            if let (Some(first), Some(second)) =
+                (self.settled.pop_front(), self.settled.front_mut())
+            {
+                second.1 += first.1;
+            }
+        }
+    }
+
     /// Drops settled costs the budget's state must include by now: those settled
     /// `lag` before the state was decided, and all of a period that has ended.
     fn prune(&mut self, state: &ControlState, lag_ms: i64, now_ms: i64) {
@@ -208,8 +235,7 @@ impl Ledger {
                 .unwrap_or(h.amount);
             let acct = self.accounts.entry(h.budget_id).or_default();
             acct.open -= h.amount;
-            acct.settled.push_back((now_ms, amount));
-            acct.settled_sum += amount;
+            acct.record_settled(now_ms, amount);
         }
     }
 
