@@ -94,3 +94,90 @@ pub fn state_of(c: &BudgetControl) -> Result<Option<ControlState>, ConvertError>
         decided_at_ms: c.decided_at,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+    use std::collections::BTreeMap;
+
+    fn record(level: BudgetLevel) -> BudgetControl {
+        BudgetControl {
+            control_id: "c1".into(),
+            budget_id: "b1".into(),
+            kind: ControlKind::State,
+            scope: BTreeMap::from([
+                ("tenant".to_string(), "acme".to_string()),
+                ("model".to_string(), "gpt-4o".to_string()),
+            ]),
+            tenant_id: Some("acme".into()),
+            level,
+            previous_level: None,
+            threshold: "0.8".into(),
+            throttle_requests_per_minute: None,
+            downgrade_to: None,
+            retry_after_ms: Some(5_000),
+            spend: "80.5".into(),
+            limit: "100".into(),
+            ratio: "0.805".into(),
+            currency: "EUR".into(),
+            period_kind: "month".into(),
+            period: "2026-11".into(),
+            period_start: Some(1_793_491_200_000),
+            period_end: Some(1_796_083_200_000),
+            shadow: true,
+            whitelist_features: vec!["health".into()],
+            reason: "80 %".into(),
+            trigger_event_id: None,
+            fx_rates: Vec::new(),
+            forecast_spend: None,
+            method: None,
+            decided_at: 1_794_700_800_000,
+        }
+    }
+
+    #[test]
+    fn a_state_record_converts_field_by_field() {
+        let mut r = record(BudgetLevel::Downgrade);
+        r.downgrade_to = Some("gpt-4o-mini".into());
+        let s = state_of(&r).unwrap().unwrap();
+        assert_eq!(&*s.budget_id, "b1");
+        assert_eq!(s.scope.get(Dimension::Tenant), Some("acme"));
+        assert_eq!(s.scope.get(Dimension::Model), Some("gpt-4o"));
+        assert_eq!(s.scope.get(Dimension::Department), None);
+        assert_eq!((s.spend, s.limit), (dec!(80.5), dec!(100)));
+        assert_eq!(&*s.currency, "EUR");
+        assert_eq!(s.downgrade_to.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(s.period_end_ms, Some(1_796_083_200_000));
+        assert_eq!(s.retry_after_ms, Some(5_000));
+        assert!(s.shadow);
+        assert_eq!(&*s.whitelist_features[0], "health");
+    }
+
+    #[test]
+    fn unenforceable_or_non_state_records_are_refused_or_ignored() {
+        let mut forecast = record(BudgetLevel::Block);
+        forecast.kind = ControlKind::Forecast;
+        assert_eq!(state_of(&forecast), Ok(None));
+        assert!(matches!(
+            state_of(&record(BudgetLevel::Throttle)),
+            Err(ConvertError::MissingAction { .. })
+        ));
+        assert!(matches!(
+            state_of(&record(BudgetLevel::Downgrade)),
+            Err(ConvertError::MissingAction { .. })
+        ));
+        let mut bad = record(BudgetLevel::Ok);
+        bad.scope.insert("region".into(), "eu".into());
+        assert!(matches!(
+            state_of(&bad),
+            Err(ConvertError::UnknownDimension { .. })
+        ));
+        let mut bad = record(BudgetLevel::Ok);
+        bad.spend = "lots".into();
+        assert!(matches!(
+            state_of(&bad),
+            Err(ConvertError::NotDecimal { .. })
+        ));
+    }
+}

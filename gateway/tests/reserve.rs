@@ -215,3 +215,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_unpriced_call_stays_counted_at_its_worst_case() {
+    let catalog = Catalog::builtin();
+    let t = table();
+    let mut l = Ledger::new(LedgerConfig::default());
+    let r = l
+        .reserve(&t, &acme(), &usd(dec!(30)), &catalog, NOW)
+        .unwrap();
+    l.settle_as_held(r, NOW);
+    assert_eq!(l.held("acme-month"), (dec!(0), dec!(30)));
+    assert!(l
+        .reserve(&t, &acme(), &usd(dec!(10.01)), &catalog, NOW)
+        .is_err());
+    assert!(l
+        .reserve(&t, &acme(), &usd(dec!(10)), &catalog, NOW)
+        .is_ok());
+}

@@ -239,6 +239,16 @@ impl Ledger {
         }
     }
 
+    /// Settles a call whose actual cost is unknown (it could not be priced) at its holds:
+    /// the worst case stays counted, never less.
+    pub fn settle_as_held(&mut self, reservation: Reservation, now_ms: i64) {
+        for h in reservation.holds {
+            let acct = self.accounts.entry(h.budget_id).or_default();
+            acct.open -= h.amount;
+            acct.record_settled(now_ms, h.amount);
+        }
+    }
+
     /// Releases the holds of a call that cost nothing (refused before it reached the
     /// provider).
     pub fn release(&mut self, reservation: Reservation) {

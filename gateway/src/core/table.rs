@@ -38,17 +38,34 @@ pub enum Applied {
 /// The budgets a gateway knows, and the decision they imply.
 #[derive(Debug, Clone, Default)]
 pub struct BudgetTable {
-    entries: HashMap<Arc<str>, Entry, RandomState>,
-    /// Budget ids per scope tenant.
-    by_tenant: HashMap<Box<str>, Vec<Arc<str>>, RandomState>,
-    /// Budget ids whose scope has no tenant.
-    untenanted: Vec<Arc<str>>,
+    /// Each budget's scope tenant (`None`: untenanted), to find its entry.
+    tenant_of: HashMap<Arc<str>, Option<Box<str>>, RandomState>,
+    /// Entries per scope tenant, stored inline so that `decide()` is one hash lookup and a
+    /// contiguous scan.
+    by_tenant: HashMap<Box<str>, Vec<Entry>, RandomState>,
+    /// Entries whose scope has no tenant.
+    untenanted: Vec<Entry>,
 }
 
 impl BudgetTable {
+    fn list_mut(&mut self, tenant: Option<&str>) -> Option<&mut Vec<Entry>> {
+        match tenant {
+            Some(t) => self.by_tenant.get_mut(t),
+            None => Some(&mut self.untenanted),
+        }
+    }
+
+    fn entry_mut(&mut self, budget_id: &str) -> Option<&mut Entry> {
+        let tenant = self.tenant_of.get(budget_id)?.clone();
+        self.list_mut(tenant.as_deref())?
+            .iter_mut()
+            .find(|e| &*e.state.budget_id == budget_id)
+    }
+
     /// Applies one STATE record.
     pub fn apply(&mut self, state: ControlState) -> Applied {
-        if let Some(entry) = self.entries.get_mut(&state.budget_id) {
+        let mut seen = Vec::new();
+        if let Some(entry) = self.entry_mut(&state.budget_id) {
             if entry.seen.contains(&state.control_id) {
                 return Applied::Duplicate;
             }
@@ -60,40 +77,32 @@ impl BudgetTable {
                 entry.state = state;
                 return Applied::Updated;
             }
-            let mut seen = std::mem::take(&mut entry.seen);
+            // The budget moved to another tenant: re-index it, keeping its history.
+            seen = std::mem::take(&mut entry.seen);
             self.remove(&state.budget_id.clone());
-            if seen.len() == SEEN_IDS {
-                seen.remove(0);
-            }
-            seen.push(state.control_id.clone());
-            self.insert(state, seen);
-            return Applied::Updated;
         }
-        let seen = vec![state.control_id.clone()];
-        self.insert(state, seen);
+        if seen.len() == SEEN_IDS {
+            seen.remove(0);
+        }
+        seen.push(state.control_id.clone());
+        let tenant: Option<Box<str>> = state.scope.tenant().map(Into::into);
+        self.tenant_of
+            .insert(state.budget_id.clone(), tenant.clone());
+        let entry = Entry { state, seen };
+        match tenant {
+            Some(t) => self.by_tenant.entry(t).or_default().push(entry),
+            None => self.untenanted.push(entry),
+        }
         Applied::Updated
-    }
-
-    fn insert(&mut self, state: ControlState, seen: Vec<Arc<str>>) {
-        let id = state.budget_id.clone();
-        match state.scope.tenant() {
-            Some(t) => self.by_tenant.entry(t.into()).or_default().push(id.clone()),
-            None => self.untenanted.push(id.clone()),
-        }
-        self.entries.insert(id, Entry { state, seen });
     }
 
     /// Forgets a budget (a tombstone on the control topic: the budget was deleted).
     pub fn remove(&mut self, budget_id: &str) -> Option<ControlState> {
-        let entry = self.entries.remove(budget_id)?;
-        let list = match entry.state.scope.tenant() {
-            Some(t) => self.by_tenant.get_mut(t),
-            None => Some(&mut self.untenanted),
-        };
-        if let Some(list) = list {
-            list.retain(|id| &**id != budget_id);
-        }
-        if let Some(t) = entry.state.scope.tenant() {
+        let tenant = self.tenant_of.remove(budget_id)?;
+        let list = self.list_mut(tenant.as_deref())?;
+        let i = list.iter().position(|e| &*e.state.budget_id == budget_id)?;
+        let entry = list.swap_remove(i);
+        if let Some(t) = tenant.as_deref() {
             if self.by_tenant.get(t).is_some_and(Vec::is_empty) {
                 self.by_tenant.remove(t);
             }
@@ -103,30 +112,39 @@ impl BudgetTable {
 
     /// The state of `budget_id`.
     pub fn get(&self, budget_id: &str) -> Option<&ControlState> {
-        self.entries.get(budget_id).map(|e| &e.state)
+        let tenant = self.tenant_of.get(budget_id)?;
+        let list = match tenant.as_deref() {
+            Some(t) => self.by_tenant.get(t)?,
+            None => &self.untenanted,
+        };
+        list.iter()
+            .find(|e| &*e.state.budget_id == budget_id)
+            .map(|e| &e.state)
     }
 
     /// Number of budgets known.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.tenant_of.len()
     }
 
     /// Whether no budget is known.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.tenant_of.is_empty()
     }
 
     /// Every budget's state, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &ControlState> {
-        self.entries.values().map(|e| &e.state)
+        self.by_tenant
+            .values()
+            .flatten()
+            .chain(&self.untenanted)
+            .map(|e| &e.state)
     }
 
     /// The budgets that could match a request of `tenant`: its own and the untenanted ones.
     pub fn candidates<'a>(&'a self, tenant: &str) -> impl Iterator<Item = &'a ControlState> + 'a {
         let own = self.by_tenant.get(tenant).map(Vec::as_slice).unwrap_or(&[]);
-        own.iter()
-            .chain(&self.untenanted)
-            .filter_map(|id| self.entries.get(id).map(|e| &e.state))
+        own.iter().chain(&self.untenanted).map(|e| &e.state)
     }
 
     /// The budgets that constrain `ctx` at `now_ms` (see [`ControlState::applies`]).

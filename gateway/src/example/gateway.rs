@@ -317,13 +317,11 @@ impl Pending {
                     Some(c) => ledger.settle(r, c, &self.app.catalog, at),
                     // Unpriced after the fact: keep the worst case counted (never less).
                     None => {
-                        let held = r
-                            .holds
-                            .iter()
-                            .map(|h| (h.budget_id.clone(), h.amount))
-                            .collect::<Vec<_>>();
-                        tracing::warn!(model = self.model, holds = ?held, "call could not be priced; releasing its holds");
-                        ledger.release(r);
+                        tracing::warn!(
+                            model = self.model,
+                            "call could not be priced; settled at its worst case"
+                        );
+                        ledger.settle_as_held(r, at);
                     }
                 }
             }
