@@ -274,3 +274,71 @@ async fn a_restarted_gateway_rebuilds_the_same_decisions_from_the_compacted_topi
     assert_eq!((e.input_tokens, e.output_tokens), (9, 5));
     assert_eq!(e.model, "gpt-4o-mini");
 }
+
+/// With no reachable broker the view never loads: `closed` refuses with 503, `open` forwards;
+/// `/readyz` says not ready either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the binaries: cargo build --workspace --bins"]
+async fn a_stale_view_fails_open_or_closed_as_configured() {
+    let stack = Stack {
+        // Nothing listens there: the follower never catches up.
+        brokers: format!("127.0.0.1:{}", costpipe_e2e::free_port()),
+        clickhouse_url: String::new(),
+    };
+    let names = Names::new("gw_stale");
+    let provider = stub(&names, &[]);
+    let settings = |policy| {
+        vec![
+            ("COSTPIPE_GATEWAY_STALE_POLICY", policy),
+            ("COSTPIPE_GATEWAY_MAX_STALE_MS", "1000"),
+        ]
+    };
+    let closed = gateway(&stack, &names, &provider, &settings("closed"));
+    let open = gateway(&stack, &names, &provider, &settings("open"));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let call = |port: u16| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+                .header("x-costpipe-tenant", "acme")
+                .json(&json!({"model": "gpt-4o-mini", "max_tokens": 3,
+                              "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .ok()
+        }
+    };
+    let closed_answer =
+        costpipe_e2e::wait_for("closed gateway up", Duration::from_secs(30), || {
+            call(closed.port)
+        })
+        .await;
+    assert_eq!(closed_answer.status(), 503);
+    let body: Value = closed_answer.json().await.unwrap();
+    assert_eq!(body["error"], "control_view_stale");
+    let open_answer = costpipe_e2e::wait_for("open gateway up", Duration::from_secs(30), || {
+        call(open.port)
+    })
+    .await;
+    assert_eq!(open_answer.status(), 200);
+    for gw in [&closed, &open] {
+        let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", gw.port))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", closed.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("costpipe_gateway_refusals_total{reason=\"control_view_stale\"} 1"),
+        "{metrics}"
+    );
+}

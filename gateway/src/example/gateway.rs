@@ -36,6 +36,7 @@ use crate::core::state::RequestContext;
 use crate::core::throttle::Throttle;
 use crate::core::tokens::Counter;
 use crate::example::openai;
+use crate::example::telemetry::Metrics;
 use crate::follower::Follower;
 
 /// Example gateway settings (the Kafka brokers and the catalog are flattened in by the
@@ -121,6 +122,7 @@ pub struct App {
     pub throttle: Mutex<Throttle>,
     pub emitter: Emitter,
     pub http: reqwest::Client,
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -152,7 +154,15 @@ impl App {
             throttle: Mutex::new(Throttle::default()),
             emitter,
             http,
+            metrics: Metrics::new(),
         })
+    }
+
+    /// An error answer, counted by its error code.
+    fn refuse(&self, status: StatusCode, retry_after_ms: Option<u64>, body: Value) -> Response {
+        self.metrics
+            .refused(body["error"].as_str().unwrap_or("unknown"));
+        refuse(status, retry_after_ms, body)
     }
 }
 
@@ -164,6 +174,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/decision", get(decision))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<App>>| async move { app.metrics.encode() }),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -248,7 +262,7 @@ fn stale_refusal(app: &App) -> Option<Response> {
         .map(|f| f.is_stale(now_ms(), app.cfg.max_stale_ms))
         .unwrap_or(true);
     (stale && app.cfg.stale_policy == StalePolicy::Closed).then(|| {
-        refuse(
+        app.refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(1000),
             json!({"error": "control_view_stale", "message": "the budget view is older than COSTPIPE_GATEWAY_MAX_STALE_MS and the policy is closed"}),
@@ -359,9 +373,11 @@ impl Pending {
             Ok(e) => e,
             Err(error) => {
                 tracing::warn!(error = %error, "usage event invalid; not emitted");
+                self.app.metrics.usage_event_failures.inc();
                 return;
             }
         };
+        self.app.metrics.emitted(estimated);
         let app = self.app.clone();
         tokio::spawn(async move {
             let result = match app.emitter.enqueue(&event).await {
@@ -369,6 +385,7 @@ impl Pending {
                 Err(e) => Err(e),
             };
             if let Err(error) = result {
+                app.metrics.usage_event_failures.inc();
                 tracing::warn!(error = %error, event_id = %event.event_id, "usage event not delivered");
             }
         });
@@ -404,21 +421,21 @@ fn cost_headers(r: &mut Response, cost: Option<&estimate::Cost>) {
 
 async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(who) = Who::from_headers(&headers) else {
-        return refuse(
+        return app.refuse(
             StatusCode::BAD_REQUEST,
             None,
             json!({"error": "missing_tenant", "message": "x-costpipe-tenant is required"}),
         );
     };
     let Ok(mut body) = serde_json::from_slice::<Value>(&body) else {
-        return refuse(
+        return app.refuse(
             StatusCode::BAD_REQUEST,
             None,
             json!({"error": "invalid_json"}),
         );
     };
     let Some(asked) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
-        return refuse(
+        return app.refuse(
             StatusCode::BAD_REQUEST,
             None,
             json!({"error": "missing_model"}),
@@ -428,7 +445,7 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         return r;
     }
     let Some(catalog_model) = estimate::catalog_model(&app.catalog, &asked).cloned() else {
-        return refuse(
+        return app.refuse(
             StatusCode::BAD_REQUEST,
             None,
             json!({"error": "unknown_model", "message": format!("{asked:?} is not in the price catalog")}),
@@ -439,12 +456,13 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         Ok(t) => t.decide(&who.ctx(Some(&catalog_model)), now),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
+    app.metrics.decided(decision.action.as_str());
     let budget = decision.budget_id.as_deref().unwrap_or("").to_owned();
     let reason = decision.reason.as_deref().unwrap_or("").to_owned();
     let mut model = catalog_model.clone();
     match &decision.action {
         Action::Block { retry_after_ms } => {
-            return refuse(
+            return app.refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(*retry_after_ms),
                 json!({
@@ -461,7 +479,7 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
                 .lock()
                 .map(|mut t| t.admit(&id, *requests_per_minute, now));
             if let Ok(Err(wait)) = admitted {
-                return refuse(
+                return app.refuse(
                     StatusCode::TOO_MANY_REQUESTS,
                     Some(wait),
                     json!({
@@ -502,7 +520,7 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         ) {
             Ok(w) => w,
             Err(e) => {
-                return refuse(
+                return app.refuse(
                     StatusCode::BAD_REQUEST,
                     None,
                     json!({"error": "cannot_estimate", "message": e.to_string()}),
@@ -516,7 +534,7 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         match reserved {
             Ok(r) => Some(r),
             Err(denied) => {
-                return refuse(
+                return app.refuse(
                     StatusCode::TOO_MANY_REQUESTS,
                     Some(1000),
                     json!({
@@ -554,7 +572,7 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
                 l.release(r);
             }
             let status = failed.as_ref().map(|r| r.status().as_u16()).ok();
-            return refuse(
+            return app.refuse(
                 StatusCode::BAD_GATEWAY,
                 None,
                 json!({"error": "upstream_failed", "upstream_status": status}),
@@ -569,7 +587,7 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
             Err(_) => {
                 // The call happened; its cost is unknown: count the prompt and nothing else.
                 pending.finish(None, "");
-                return refuse(
+                return app.refuse(
                     StatusCode::BAD_GATEWAY,
                     None,
                     json!({"error": "upstream_invalid_response"}),

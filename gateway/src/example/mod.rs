@@ -4,3 +4,4 @@
 pub mod gateway;
 pub mod openai;
 pub mod stub;
+pub mod telemetry;
