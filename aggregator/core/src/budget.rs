@@ -130,7 +130,14 @@ impl BudgetTracker {
             .unwrap_or_else(|| "0".to_string());
         let (start, end) = (period.start_millis(), period.next().start_millis());
         Some(BudgetControl {
-            control_id: control_id(&budget_id, ControlKind::State, start, direction, level),
+            control_id: control_id(
+                &budget_id,
+                ControlKind::State,
+                start,
+                &limit.normalize().to_string(),
+                direction,
+                level,
+            ),
             budget_id,
             kind: ControlKind::State,
             scope: BTreeMap::from([("tenant".to_string(), tenant.to_string())]),

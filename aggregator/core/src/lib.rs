@@ -7,6 +7,7 @@
 //! ClickHouse, so every rule here is driven by synchronous tests.
 
 pub mod budget;
+pub mod budgets;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod epoch;
@@ -20,6 +21,7 @@ pub mod watermark;
 pub mod windows;
 
 pub use budget::{BudgetPolicy, BudgetTracker};
+pub use budgets::{BudgetBook, SpendFacts};
 pub use checkpoint::{
     next_generation, plan_resume, EpochDone, EpochIntent, PartitionCheckpoint, ResumePlan, StartAt,
 };
