@@ -114,6 +114,8 @@ pub struct Names {
     pub usage: String,
     pub control: String,
     pub dead_letters: String,
+    /// Budget definitions (compacted).
+    pub budgets: String,
     pub database: String,
     pub group: String,
 }
@@ -126,6 +128,7 @@ impl Names {
             usage: format!("{id}.usage"),
             control: format!("{id}.control"),
             dead_letters: format!("{id}.dlq"),
+            budgets: format!("{id}.budgets"),
             database: id.replace('.', "_"),
             group: format!("{id}.aggregator"),
         }
@@ -190,6 +193,7 @@ impl Service {
             .env("COSTPIPE_USAGE_TOPIC", &names.usage)
             .env("COSTPIPE_CONTROL_TOPIC", &names.control)
             .env("COSTPIPE_DEAD_LETTER_TOPIC", &names.dead_letters)
+            .env("COSTPIPE_BUDGET_TOPIC", &names.budgets)
             .env("COSTPIPE_GROUP_ID", &names.group)
             .env("COSTPIPE_SESSION_TIMEOUT_MS", "6000")
             .env("COSTPIPE_BUDGET_LIMITS", budget_limits)

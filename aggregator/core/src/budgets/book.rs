@@ -80,6 +80,26 @@ impl<'a> SpendFacts<'a> {
     }
 }
 
+/// How spend is counted.
+#[derive(Clone, Copy)]
+pub enum SpendMode<'p> {
+    /// A live event: every matching budget counts it and is re-evaluated.
+    Live,
+    /// A row restored from the store: counted only by budgets waiting for their backfill
+    /// that `for_budget` selects, and nothing is evaluated (that waits for
+    /// [`BudgetBook::mark_backfilled`]).
+    Restore(&'p dyn Fn(&Budget) -> bool),
+}
+
+impl std::fmt::Debug for SpendMode<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpendMode::Live => f.write_str("Live"),
+            SpendMode::Restore(_) => f.write_str("Restore"),
+        }
+    }
+}
+
 /// Counters for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BookStats {
@@ -335,6 +355,16 @@ impl BudgetBook {
         self.evaluate(id, now_ms, None);
     }
 
+    /// Marks every owned budget waiting for a backfill that `select` selects as restored,
+    /// and evaluates them.
+    pub fn mark_backfilled_where(&mut self, select: &dyn Fn(&Budget) -> bool, now_ms: i64) {
+        for id in self.pending_backfill() {
+            if self.entries.get(&id).is_some_and(|e| select(&e.budget)) {
+                self.mark_backfilled(&id, now_ms);
+            }
+        }
+    }
+
     /// Ids of budgets waiting for a backfill that this instance owns.
     pub fn pending_backfill(&self) -> Vec<Arc<str>> {
         let mut ids: Vec<_> = self
@@ -385,27 +415,28 @@ impl BudgetBook {
         );
     }
 
-    /// Counts a priced event (`evaluate`: re-evaluate the budgets it matched, as for a live
-    /// event) or a restored row (`only`: for that budget only, e.g. one being backfilled).
+    /// Counts a priced event or a restored row (see [`SpendMode`]).
     pub fn handle_spend(
         &mut self,
         facts: &SpendFacts<'_>,
         catalog: &Catalog,
         now_ms: i64,
-        evaluate: bool,
-        only: Option<&str>,
+        mode: SpendMode<'_>,
     ) {
+        let evaluate = matches!(mode, SpendMode::Live);
         let owns_untenanted = self.owns(None);
         let mut matched: Vec<Arc<str>> = Vec::new();
         let tenant_budgets = self.by_tenant.get(facts.tenant).into_iter().flatten();
         let global = self.untenanted.iter().filter(|_| owns_untenanted);
         for id in tenant_budgets.chain(global) {
-            if only.is_some_and(|o| o != &**id) {
-                continue;
-            }
             let Some(entry) = self.entries.get_mut(id) else {
                 continue;
             };
+            if let SpendMode::Restore(select) = mode {
+                if entry.backfilled || !select(&entry.budget) {
+                    continue;
+                }
+            }
             if !entry
                 .budget
                 .scope

@@ -16,7 +16,7 @@ pub mod spend;
 #[cfg(test)]
 mod tests;
 
-pub use book::{BookStats, BudgetBook, SpendFacts};
+pub use book::{BookStats, BudgetBook, SpendFacts, SpendMode};
 pub use budget::{Budget, Dimension};
 pub use calendar::{PeriodSpec, PeriodWindow};
 pub use ladder::{Ladder, RuntimeRung};

@@ -46,6 +46,13 @@ fn add(b: &mut BudgetBook, id: &str, json: serde_json::Value, now: i64) {
     b.mark_backfilled(id, now);
 }
 
+/// Adds a budget that waits for its backfill (restored rows, then `mark_backfilled`).
+fn add_pending(b: &mut BudgetBook, id: &str, json: serde_json::Value, now: i64) {
+    let mut d = json;
+    d["budget_id"] = id.into();
+    assert!(b.upsert(def(d), &catalog(), now).expect("valid"));
+}
+
 fn spend(
     tenant: &str,
     dept: &str,
@@ -106,8 +113,7 @@ fn ladder_climbs_one_record_per_level_with_actions() {
             &spend("acme", "research", amount, "USD", t + at),
             &cat,
             t + at,
-            true,
-            None,
+            SpendMode::Live,
         );
     }
     // Another department and another tenant do not count.
@@ -115,22 +121,19 @@ fn ladder_climbs_one_record_per_level_with_actions() {
         &spend("acme", "sales", dec!(500), "USD", t),
         &cat,
         t + 4,
-        true,
-        None,
+        SpendMode::Live,
     );
     b.handle_spend(
         &spend("globex", "research", dec!(500), "USD", t),
         &cat,
         t + 4,
-        true,
-        None,
+        SpendMode::Live,
     );
     b.handle_spend(
         &spend("acme", "research", dec!(20), "USD", t + 5),
         &cat,
         t + 5,
-        true,
-        None,
+        SpendMode::Live,
     );
     let out = drain(&mut b);
     assert_eq!(
@@ -174,8 +177,7 @@ fn rollover_recovers_on_a_tick_with_no_spend_across_dst_and_month_end() {
         &spend("acme", "research", dec!(150), "USD", t),
         &catalog(),
         t,
-        true,
-        None,
+        SpendMode::Live,
     );
     let up = drain(&mut b);
     assert_eq!(levels(&up), [BudgetLevel::Block]);
@@ -264,15 +266,13 @@ fn hysteresis_holds_a_rolling_level_until_below_at_minus_hysteresis() {
         &spend("acme", "x", dec!(30), "USD", t0),
         &cat,
         t0,
-        true,
-        None,
+        SpendMode::Live,
     );
     b.handle_spend(
         &spend("acme", "x", dec!(20), "USD", t0 + 600_000),
         &cat,
         t0 + 600_000,
-        true,
-        None,
+        SpendMode::Live,
     );
     let up = drain(&mut b);
     assert_eq!(levels(&up), [BudgetLevel::Warning]);
@@ -301,15 +301,13 @@ fn hysteresis_holds_a_rolling_level_until_below_at_minus_hysteresis() {
         &spend("acme", "x", dec!(4), "USD", t0),
         &cat,
         t0,
-        true,
-        None,
+        SpendMode::Live,
     );
     b.handle_spend(
         &spend("acme", "x", dec!(46), "USD", t0 + 120_000),
         &cat,
         t0 + 120_000,
-        true,
-        None,
+        SpendMode::Live,
     );
     assert_eq!(levels(&drain(&mut b)), [BudgetLevel::Warning]);
     // At t0 + 61 min the window is the minutes t0+2 .. t0+61: the 4 left, the 46 stays;
@@ -337,8 +335,7 @@ fn mid_period_creation_starts_from_restored_spend() {
         &spend("acme", "research", dec!(70), "USD", t - 3_600_000),
         &cat,
         t,
-        false,
-        Some("late"),
+        SpendMode::Restore(&|b| &*b.id == "late"),
     );
     b.handle_spend(
         &spend(
@@ -350,8 +347,7 @@ fn mid_period_creation_starts_from_restored_spend() {
         ),
         &cat,
         t,
-        false,
-        Some("late"),
+        SpendMode::Restore(&|b| &*b.id == "late"),
     );
     assert!(drain(&mut b).is_empty(), "restored rows do not evaluate");
     b.mark_backfilled("late", t);
@@ -378,8 +374,7 @@ fn eur_spend_is_converted_at_the_dated_rate_and_the_rate_recorded() {
         &spend("euro", "d", dec!(79.99), "EUR", t),
         &cat,
         t,
-        true,
-        None,
+        SpendMode::Live,
     );
     let first = drain(&mut b);
     assert_eq!(
@@ -393,8 +388,7 @@ fn eur_spend_is_converted_at_the_dated_rate_and_the_rate_recorded() {
         &spend("euro", "d", dec!(0.01), "EUR", t + 1),
         &cat,
         t + 1,
-        true,
-        None,
+        SpendMode::Live,
     );
     let block = drain(&mut b);
     assert_eq!(levels(&block), [BudgetLevel::Block]);
@@ -416,8 +410,7 @@ fn eur_spend_is_converted_at_the_dated_rate_and_the_rate_recorded() {
         &spend("euro", "d", dec!(1000), "GBP", t + 2),
         &cat,
         t + 2,
-        true,
-        None,
+        SpendMode::Live,
     );
     assert_eq!(b.stats().unconverted, 1);
     assert_eq!(b.spend_of("eur-tenant", t + 2), Some(dec!(100)));
@@ -436,8 +429,7 @@ fn shadow_overrides_limit_changes_and_deletion() {
         &spend("acme", "research", dec!(100), "USD", t),
         &cat,
         t,
-        true,
-        None,
+        SpendMode::Live,
     );
     let out = drain(&mut b);
     // Against the override's 200: 50 % → WARNING, published as shadow.
@@ -490,15 +482,13 @@ fn after_a_crash_the_same_transition_gets_the_same_id_and_no_false_recovery() {
         &spend("acme", "research", dec!(60), "USD", t),
         &cat,
         t,
-        true,
-        None,
+        SpendMode::Live,
     );
     first.handle_spend(
         &spend("acme", "research", dec!(25), "USD", t + 1),
         &cat,
         t + 1,
-        true,
-        None,
+        SpendMode::Live,
     );
     let published = drain(&mut first);
     assert_eq!(
@@ -509,14 +499,14 @@ fn after_a_crash_the_same_transition_gets_the_same_id_and_no_false_recovery() {
     // and restores 60 from ClickHouse (the 25 was not written yet and is replayed).
     let mut second = book();
     second.restore_published(&published[0]);
-    add(&mut second, "b", dept_day(), t + 10);
+    add_pending(&mut second, "b", dept_day(), t + 10);
     second.handle_spend(
         &spend("acme", "research", dec!(60), "USD", t),
         &cat,
         t + 10,
-        false,
-        Some("b"),
+        SpendMode::Restore(&|_| true),
     );
+    second.mark_backfilled("b", t + 10);
     second.handle_tick(t + 10);
     assert!(
         drain(&mut second).is_empty(),
@@ -526,8 +516,7 @@ fn after_a_crash_the_same_transition_gets_the_same_id_and_no_false_recovery() {
         &spend("acme", "research", dec!(25), "USD", t + 1),
         &cat,
         t + 11,
-        true,
-        None,
+        SpendMode::Live,
     );
     let again = drain(&mut second);
     assert_eq!(levels(&again), [BudgetLevel::Downgrade]);
@@ -538,14 +527,14 @@ fn after_a_crash_the_same_transition_gets_the_same_id_and_no_false_recovery() {
     // Crash after publishing DOWNGRADE, with ClickHouse still at 60: no false recovery.
     let mut third = book();
     third.restore_published(&published[1]);
-    add(&mut third, "b", dept_day(), t + 20);
+    add_pending(&mut third, "b", dept_day(), t + 20);
     third.handle_spend(
         &spend("acme", "research", dec!(60), "USD", t),
         &cat,
         t + 20,
-        false,
-        Some("b"),
+        SpendMode::Restore(&|_| true),
     );
+    third.mark_backfilled("b", t + 20);
     third.handle_tick(t + 20);
     assert!(
         drain(&mut third).is_empty(),
@@ -576,13 +565,17 @@ fn scopes_match_every_dimension_and_index_by_tenant_with_global_budgets() {
         serde_json::json!({"scope": {"tenant": "acme", "feature": "chat"}, "period": {"calendar": "day"}, "limit": "1", "currency": "USD", "ladder": [{"at": "1", "action": "block"}]}),
         t,
     );
-    b.handle_spend(&spend("acme", "d", dec!(6), "USD", t), &cat, t, true, None);
+    b.handle_spend(
+        &spend("acme", "d", dec!(6), "USD", t),
+        &cat,
+        t,
+        SpendMode::Live,
+    );
     b.handle_spend(
         &spend("globex", "d", dec!(4), "USD", t),
         &cat,
         t,
-        true,
-        None,
+        SpendMode::Live,
     );
     let out = drain(&mut b);
     let blocked: BTreeSet<_> = out.iter().map(|c| c.budget_id.as_str()).collect();
@@ -597,7 +590,12 @@ fn scopes_match_every_dimension_and_index_by_tenant_with_global_budgets() {
         serde_json::json!({"period": {"calendar": "day"}, "limit": "1", "currency": "USD"}),
         t,
     );
-    partial.handle_spend(&spend("acme", "d", dec!(6), "USD", t), &cat, t, true, None);
+    partial.handle_spend(
+        &spend("acme", "d", dec!(6), "USD", t),
+        &cat,
+        t,
+        SpendMode::Live,
+    );
     assert!(drain(&mut partial).is_empty());
     assert!(partial.pending_backfill().is_empty());
 }
@@ -703,7 +701,7 @@ proptest! {
             total += a;
             let level = if total >= dec!(100) { BudgetLevel::Block } else if total >= dec!(80) { BudgetLevel::Downgrade } else if total >= dec!(50) { BudgetLevel::Warning } else { BudgetLevel::Ok };
             if level != held { expected.push((level, total)); held = level; }
-            b.handle_spend(&spend("acme", "research", a, "USD", t + i as i64), &cat, t + i as i64, true, None);
+            b.handle_spend(&spend("acme", "research", a, "USD", t + i as i64), &cat, t + i as i64, SpendMode::Live);
         }
         let out = drain(&mut b);
         let got: Vec<_> = out.iter().map(|c| (c.level, c.spend.parse::<Decimal>().unwrap())).collect();
