@@ -92,13 +92,19 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Path of a workspace binary next to the test executable (`cargo build --bins` first).
+/// Path of a workspace binary next to the test executable (`cargo build --bins` first), or
+/// in `COSTPIPE_BIN_DIR` when set (a copy of one worktree's binaries, when several
+/// worktrees share a target directory).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    let dir = match std::env::var_os("COSTPIPE_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir")
+            .to_path_buf(),
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
