@@ -263,8 +263,8 @@ impl BudgetDefinition {
                 return Err(self.err(format!("scope.{dim}"), "value must be 1-256 bytes"));
             }
         }
-        if self.limit < Decimal::ZERO {
-            return Err(self.err("limit", "must not be negative"));
+        if self.limit <= Decimal::ZERO {
+            return Err(self.err("limit", "must be above zero"));
         }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(self.err("currency", "must be an ISO 4217 code such as USD"));
@@ -320,8 +320,8 @@ impl BudgetDefinition {
             }
         }
         for (i, o) in self.overrides.iter().enumerate() {
-            if o.limit < Decimal::ZERO {
-                return Err(self.err(format!("overrides[{i}].limit"), "must not be negative"));
+            if o.limit <= Decimal::ZERO {
+                return Err(self.err(format!("overrides[{i}].limit"), "must be above zero"));
             }
         }
         Ok(())

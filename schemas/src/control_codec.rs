@@ -192,6 +192,7 @@ mod tests {
                 "tenant:acme",
                 ControlKind::State,
                 start,
+                "100",
                 crate::control_event::Direction::Up,
                 BudgetLevel::Block
             ),

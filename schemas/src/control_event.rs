@@ -128,13 +128,15 @@ pub enum Direction {
 const CONTROL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_4b0a_8f7e_4d6e_9a3b_2f61_c0de_b0d6);
 
 /// The deterministic id of one logical transition: UUIDv5 over the budget, the period (its
-/// start, or for rolling windows the "episode": the time the window first crossed the rung),
-/// the kind, the direction and the level reached. Recomputed identically after a crash, so a
+/// start, or for rolling windows the "episode": when the window left OK), the limit in force
+/// (so that climbing again after a raised-then-lowered limit is a new transition), the kind,
+/// the direction and the level reached. Recomputed identically after a crash, so a
 /// re-published transition keeps its id and consumers apply it once.
 pub fn control_id(
     budget_id: &str,
     kind: ControlKind,
     period_key: i64,
+    limit: &str,
     direction: Direction,
     level: BudgetLevel,
 ) -> String {
@@ -143,7 +145,7 @@ pub fn control_id(
         Direction::Down => "down",
     };
     let name = format!(
-        "{budget_id}\u{1f}{}\u{1f}{period_key}\u{1f}{dir}\u{1f}{}",
+        "{budget_id}\u{1f}{}\u{1f}{period_key}\u{1f}{limit}\u{1f}{dir}\u{1f}{}",
         kind.as_str(),
         level.as_str()
     );
@@ -158,59 +160,18 @@ mod tests {
 
     #[test]
     fn control_ids_are_deterministic_and_distinct() {
-        let a = control_id(
-            "b1",
-            ControlKind::State,
-            7,
-            Direction::Up,
-            BudgetLevel::Block,
-        );
-        assert_eq!(
-            a,
-            control_id(
-                "b1",
-                ControlKind::State,
-                7,
-                Direction::Up,
-                BudgetLevel::Block
-            )
-        );
+        use BudgetLevel::{Block, Throttle};
+        use ControlKind::{Spike, State};
+        use Direction::{Down, Up};
+        let a = control_id("b1", State, 7, "1", Up, Block);
+        assert_eq!(a, control_id("b1", State, 7, "1", Up, Block));
         for other in [
-            control_id(
-                "b2",
-                ControlKind::State,
-                7,
-                Direction::Up,
-                BudgetLevel::Block,
-            ),
-            control_id(
-                "b1",
-                ControlKind::State,
-                8,
-                Direction::Up,
-                BudgetLevel::Block,
-            ),
-            control_id(
-                "b1",
-                ControlKind::State,
-                7,
-                Direction::Down,
-                BudgetLevel::Block,
-            ),
-            control_id(
-                "b1",
-                ControlKind::State,
-                7,
-                Direction::Up,
-                BudgetLevel::Throttle,
-            ),
-            control_id(
-                "b1",
-                ControlKind::Spike,
-                7,
-                Direction::Up,
-                BudgetLevel::Block,
-            ),
+            control_id("b2", State, 7, "1", Up, Block),
+            control_id("b1", State, 8, "1", Up, Block),
+            control_id("b1", State, 7, "2", Up, Block),
+            control_id("b1", State, 7, "1", Down, Block),
+            control_id("b1", State, 7, "1", Up, Throttle),
+            control_id("b1", Spike, 7, "1", Up, Block),
         ] {
             assert_ne!(a, other);
         }

@@ -82,6 +82,7 @@ impl From<BudgetControlV1> for BudgetControl {
                 &v1.scope_key,
                 ControlKind::State,
                 bounds.map_or(0, |b| b.0),
+                &v1.limit,
                 direction,
                 v1.level,
             ),
