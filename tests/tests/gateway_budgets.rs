@@ -3,7 +3,8 @@
 //! event; the aggregator prices it and publishes the department budget's levels; the gateway
 //! follows them). As the spend crosses 50 %, 80 % and 100 % of the budget, the gateway turns
 //! from allow, to downgrade (the provider is called with the target model), to 429 with
-//! `Retry-After`; a whitelisted feature still passes. Spends in the control records equal the
+//! `Retry-After`; a whitelisted feature still passes; a restarted gateway, reloading the
+//! compacted topic, agrees with the aggregator. Spends in the control records equal the
 //! test's own sums.
 //!
 //! The gateway runs without reservations here, so that the aggregator's BLOCK, not the local
