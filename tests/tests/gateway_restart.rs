@@ -273,6 +273,15 @@ async fn a_restarted_gateway_rebuilds_the_same_decisions_from_the_compacted_topi
     );
     assert_eq!((e.input_tokens, e.output_tokens), (9, 5));
     assert_eq!(e.model, "gpt-4o-mini");
+    // The call's id is the provider's, and the event id is derived from it (UUIDv5), so a
+    // later report of the same call cannot count as a second one.
+    assert!(
+        e.request_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("chatcmpl-")),
+        "{e:?}"
+    );
+    assert_eq!(e.event_id.get_version_num(), 5);
 }
 
 /// With no reachable broker the view never loads: `closed` refuses with 503, `open` forwards;

@@ -85,6 +85,20 @@ pub fn catalog_model<'c>(catalog: &'c Catalog, name: &str) -> Option<&'c Arc<str
     catalog.lookup(name).map(|m| &m.key)
 }
 
+/// Namespace of [`usage_event_id`].
+const USAGE_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x7a41_0c2e_5b1d_4f0a_9e36_d2c4_8b17_e5f9);
+
+/// The usage event id of a call: UUIDv5 over tenant and request id. Whoever reports the same
+/// call again (a retried emission, a later real count of an estimated call) uses the same id,
+/// so the pipeline counts the call once: an exact copy is a duplicate, and a copy with other
+/// counts is a conflict, never a second call.
+pub fn usage_event_id(tenant: &str, request_id: &str) -> Uuid {
+    Uuid::new_v5(
+        &USAGE_EVENT_NAMESPACE,
+        format!("{tenant}\u{1f}{request_id}").as_bytes(),
+    )
+}
+
 /// Who is calling: the parts of a request pricing depends on (tenant terms, department
 /// adjustments).
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +213,15 @@ mod tests {
         .unwrap();
         assert_eq!(a.amount, dec!(0.00021));
         assert!(worst_case(&c, caller, "no-such-model", 1, 1, AT).is_err());
+    }
+
+    #[test]
+    fn usage_event_ids_depend_on_tenant_and_request_only() {
+        let a = usage_event_id("acme", "chatcmpl-1");
+        assert_eq!(a, usage_event_id("acme", "chatcmpl-1"));
+        assert_ne!(a, usage_event_id("acme", "chatcmpl-2"));
+        assert_ne!(a, usage_event_id("globex", "chatcmpl-1"));
+        assert_eq!(a.get_version_num(), 5);
     }
 
     #[test]

@@ -353,7 +353,8 @@ impl Pending {
             .cached_input_tokens(to_i64(cached))
             .output_tokens(to_i64(usage.completion_tokens))
             .reasoning_tokens(to_i64(usage.reasoning_tokens.min(usage.completion_tokens)))
-            .request_id(self.request_id.clone());
+            .request_id(self.request_id.clone())
+            .event_id(estimate::usage_event_id(&self.who.tenant, &self.request_id));
         if let Some(v) = &self.who.department {
             b = b.department(v.clone());
         }
@@ -398,9 +399,20 @@ struct StreamGuard {
     reader: openai::StreamReader,
 }
 
+impl StreamGuard {
+    /// The call, with the provider's response id once the stream showed it.
+    fn take(&mut self) -> Option<Pending> {
+        let mut p = self.pending.take()?;
+        if let Some(id) = self.reader.id.clone() {
+            p.request_id = id;
+        }
+        Some(p)
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.pending.take() {
+        if let Some(p) = self.take() {
             p.finish(self.reader.usage, &self.reader.text);
         }
     }
@@ -555,6 +567,7 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         who,
         model: model.to_string(),
         provider,
+        // The provider's response id replaces it once known.
         request_id: uuid::Uuid::new_v4().to_string(),
         prompt_tokens,
         reservation,
@@ -594,6 +607,10 @@ async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
                 );
             }
         };
+        let mut pending = pending;
+        if let Some(id) = openai::response_id(&answer) {
+            pending.request_id = id;
+        }
         let cost = pending.finish(openai::usage(&answer), &openai::message_text(&answer));
         let mut r = Json(answer).into_response();
         cost_headers(&mut r, cost.as_ref());
@@ -638,7 +655,7 @@ fn stream_response(upstream: reqwest::Response, pending: Pending) -> Response {
                     None
                 }
                 None => {
-                    let p = guard.pending.take()?;
+                    let p = guard.take()?;
                     let cost = p.finish(guard.reader.usage, &guard.reader.text);
                     let tail = cost.map_or_else(String::new, |c| {
                         format!(

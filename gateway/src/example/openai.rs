@@ -50,6 +50,14 @@ pub fn usage(v: &Value) -> Option<Usage> {
     })
 }
 
+/// The provider's id of a response or chunk (bounded: at most 128 characters kept).
+pub fn response_id(v: &Value) -> Option<String> {
+    v.get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(|id| id.chars().take(128).collect())
+}
+
 /// The text of a non-streamed response's first choice.
 pub fn message_text(v: &Value) -> String {
     v.pointer("/choices/0/message/content")
@@ -68,6 +76,8 @@ pub struct StreamReader {
     pub usage: Option<Usage>,
     /// Whether `data: [DONE]` was seen.
     pub done: bool,
+    /// The provider's response id (`id` of the first chunk that has one).
+    pub id: Option<String>,
 }
 
 /// Longest SSE line kept while waiting for its end; longer ones are skipped (their text is
@@ -102,6 +112,9 @@ impl StreamReader {
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             return;
         };
+        if self.id.is_none() {
+            self.id = response_id(&chunk);
+        }
         if let Some(choices) = chunk.get("choices").and_then(Value::as_array) {
             for c in choices {
                 if let Some(t) = c.pointer("/delta/content").and_then(Value::as_str) {
@@ -133,6 +146,7 @@ mod tests {
             r.feed(piece);
         }
         assert_eq!(r.text, "Hello");
+        assert_eq!(r.id, None);
         assert!(r.done);
         assert_eq!(
             r.usage,
