@@ -351,3 +351,59 @@ async fn a_stale_view_fails_open_or_closed_as_configured() {
         "{metrics}"
     );
 }
+
+/// A client that hangs up mid-stream: the gateway still emits the call's usage event, with
+/// the tokens it streamed so far counted by itself and flagged estimated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, cargo build --workspace --bins"]
+async fn a_cancelled_stream_is_counted_and_flagged_estimated() {
+    let stack = Stack::from_env();
+    let names = Names::new("gw_cancel");
+    create_topics(&stack, &names).await;
+    let provider = stub(
+        &names,
+        &[
+            "--stream-usage",
+            "never",
+            "--chunk-delay-ms",
+            "100",
+            "--reply-tokens",
+            "50",
+        ],
+    );
+    let gw = gateway(&stack, &names, &provider, &[]);
+    wait_ready(&gw, 0).await;
+    let mut r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/chat/completions", gw.port))
+        .header("x-costpipe-tenant", "acme")
+        .json(
+            &json!({"model": "gpt-4o-mini", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "hello world"}]}),
+        )
+        .send()
+        .await
+        .expect("gateway answered");
+    assert_eq!(r.status(), 200);
+    // Read until three pieces of the reply arrived, then hang up (of 50, 100 ms apart).
+    let mut seen = String::new();
+    while seen.matches("tok").count() < 3 {
+        let chunk = r.chunk().await.expect("chunk").expect("stream still open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(r);
+    let events = wait_records(&stack, &names.usage, 1).await;
+    let e = UsageCodec::current()
+        .decode(events[0].payload().expect("payload"))
+        .expect("usage event");
+    assert_eq!(
+        e.labels.get("costpipe_usage").map(String::as_str),
+        Some("estimated")
+    );
+    assert_eq!(e.input_tokens, 9, "3 + 3 + user 1 + \"hello world\" 2");
+    assert!(
+        // Pieces arrive 100 ms apart: a few more may have been in flight at the hang-up.
+        (3..=10).contains(&e.output_tokens),
+        "counted {} tokens: the pieces streamed before the hang-up, not the 50 of a whole reply",
+        e.output_tokens
+    );
+}

@@ -42,6 +42,10 @@ pub struct StubConfig {
     /// Delay before answering, in milliseconds (so that concurrent calls overlap).
     #[arg(long, env = "COSTPIPE_STUB_DELAY_MS", default_value_t = 0)]
     pub delay_ms: u64,
+    /// Delay before each streamed chunk, in milliseconds (so that a client can cancel
+    /// mid-stream).
+    #[arg(long, env = "COSTPIPE_STUB_CHUNK_DELAY_MS", default_value_t = 0)]
+    pub chunk_delay_ms: u64,
 }
 
 /// The stub's router.
@@ -114,12 +118,19 @@ async fn complete(State(cfg): State<StubConfig>, Json(body): Json<Value>) -> Res
     }
     out.push_str("data: [DONE]\n\n");
     // One piece per chunk on the wire, so that readers see a real multi-chunk stream.
-    let parts: Vec<Result<bytes::Bytes, std::io::Error>> = out
+    let parts: Vec<bytes::Bytes> = out
         .split_inclusive("\n\n")
-        .map(|s| Ok(bytes::Bytes::from(s.to_owned())))
+        .map(|s| bytes::Bytes::from(s.to_owned()))
         .collect();
+    let pause = Duration::from_millis(cfg.chunk_delay_ms);
+    let chunks = futures::StreamExt::then(futures::stream::iter(parts), move |p| async move {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        Ok::<_, std::io::Error>(p)
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
-        .body(Body::from_stream(futures::stream::iter(parts)))
+        .body(Body::from_stream(chunks))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
