@@ -2,7 +2,8 @@
 //! with reservations the calls admitted stay within the documented bound (their worst cases
 //! fit this instance's share of the headroom: here exactly 10); without reservations, in the
 //! same test, a second gateway admits what decide() alone lets through. Both numbers are
-//! printed. The budget's STATE record is published by the test, as the aggregator would.
+//! printed. Two instances with a share of 0.5 each, 500 calls each at once, against the same
+//! room: 5 + 5. The budgets' STATE records are published by the test, as the aggregator would.
 //!
 //! Expected cost per call is computed here: prompt tokens with tiktoken's o200k encoding
 //! and OpenAI's chat framing (3 per message + 3 for the reply), priced from the test's own
@@ -22,13 +23,13 @@ const CALLS: usize = 1_000;
 const MAX_TOKENS: u64 = 200;
 const PROMPT: &str = "Summarise the quarterly cost report in one line.";
 
-async fn fire(port: u16, tenant: &str) -> (usize, usize, Vec<String>) {
+async fn fire(port: u16, tenant: &str, calls: usize) -> (usize, usize, Vec<String>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");
-    let calls = (0..CALLS).map(|_| {
+    let calls = (0..calls).map(|_| {
         let client = client.clone();
         async move {
             let r = client
@@ -85,10 +86,20 @@ async fn concurrency_cannot_outrun_a_budget_with_reservations() {
     );
     budget.spend = spend.to_string();
     budget.limit = limit.normalize().to_string();
+    // The same room for a second tenant, shared by two instances.
+    let tenant2 = format!("{tenant}_shared");
+    let mut budget2 = budget.clone();
+    budget2.budget_id = "conc-budget-2".into();
+    budget2.control_id = "conc-budget-2-WARNING".into();
+    budget2.scope = [("tenant".to_string(), tenant2.clone())].into();
+    budget2.tenant_id = Some(tenant2.clone());
     publish(
         &stack,
         &names.control,
-        &[("conc-budget".into(), Some(budget))],
+        &[
+            ("conc-budget".into(), Some(budget)),
+            ("conc-budget-2".into(), Some(budget2)),
+        ],
     )
     .await;
 
@@ -102,15 +113,32 @@ async fn concurrency_cannot_outrun_a_budget_with_reservations() {
         &provider,
         &[("COSTPIPE_GATEWAY_RESERVATIONS", "false")],
     );
-    wait_ready(&with, 1).await;
-    wait_ready(&without, 1).await;
+    let half: Vec<_> = (0..2)
+        .map(|_| {
+            gateway(
+                &stack,
+                &names,
+                &provider,
+                &[("COSTPIPE_GATEWAY_SHARE", "0.5")],
+            )
+        })
+        .collect();
+    for gw in [&with, &without, &half[0], &half[1]] {
+        wait_ready(gw, 2).await;
+    }
 
-    let (admitted, refused, costs) = fire(with.port, &tenant).await;
-    let (admitted_without, _, _) = fire(without.port, &tenant).await;
+    let (admitted, refused, costs) = fire(with.port, &tenant, CALLS).await;
+    let (admitted_without, _, _) = fire(without.port, &tenant, CALLS).await;
+    // Two instances with half the headroom each, 500 concurrent calls each at once.
+    let ((a, _, _), (b, _, _)) = futures::join!(
+        fire(half[0].port, &tenant2, CALLS / 2),
+        fire(half[1].port, &tenant2, CALLS / 2)
+    );
     let bound = ((limit - spend) / per_call).floor();
     eprintln!(
         "gateway_concurrency: {CALLS} concurrent calls, room for {} (headroom {} USD, {} USD per call): \
-         admitted with reservations {admitted} (bound {bound}), without reservations {admitted_without}",
+         admitted with reservations {admitted} (bound {bound}), without reservations {admitted_without}; \
+         two instances with share 0.5: {a} + {b}",
         (limit - spend) / per_call,
         limit - spend,
         per_call
@@ -129,8 +157,8 @@ async fn concurrency_cannot_outrun_a_budget_with_reservations() {
         admitted_without > admitted,
         "without reservations {admitted_without} admitted"
     );
-    // One usage event per admitted call, from both gateways.
-    let n = admitted + admitted_without;
+    // One usage event per admitted call, from every gateway.
+    let n = admitted + admitted_without + a + b;
     let events = wait_records(&stack, &names.usage, n).await;
     assert_eq!(events.len(), n);
 }
