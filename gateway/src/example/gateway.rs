@@ -393,6 +393,18 @@ impl Pending {
     }
 }
 
+impl Drop for Pending {
+    /// A call dropped before it finished (the client went away while the provider was being
+    /// called) may have reached the provider: its worst case stays counted, never released.
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            if let Ok(mut ledger) = self.app.ledger.lock() {
+                ledger.settle_as_held(r, now_ms());
+            }
+        }
+    }
+}
+
 /// Finishes a call whose stream was dropped (client gone) before it ended.
 struct StreamGuard {
     pending: Option<Pending>,
