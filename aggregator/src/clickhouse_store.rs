@@ -207,6 +207,15 @@ impl ClickHouseStore {
         &self.client
     }
 
+    /// Runs a call within the configured timeout (for the other ClickHouse adapters).
+    pub(crate) async fn timed_call<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> anyhow::Result<T> {
+        self.timed(what, call).await
+    }
+
     async fn timed<T>(
         &self,
         what: &str,

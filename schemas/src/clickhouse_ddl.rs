@@ -111,6 +111,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "043_billing_invoices",
         sql: include_str!("../clickhouse/043_billing_invoices.sql"),
     },
+    Migration {
+        name: "050_budget_control_history",
+        sql: include_str!("../clickhouse/050_budget_control_history.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

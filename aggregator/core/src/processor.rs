@@ -11,6 +11,7 @@ use std::sync::Arc;
 use costpipe_pricing::{price_event, Catalog};
 use costpipe_schemas::{UsageCodec, ValidationLimits};
 
+use crate::budgets::SpendFacts;
 use crate::checkpoint::{ResumePlan, StartAt};
 use crate::dead_letter::DeadLetter;
 use crate::epoch::{DuplicateEvent, EpochPolicy, OpenEpoch, PricedEvent, SealedEpoch};
@@ -93,6 +94,8 @@ pub struct Processor {
     partitions: BTreeMap<i32, PartitionState>,
     sealed: VecDeque<SealedEpoch>,
     stats: ProcessorStats,
+    /// Budgets: every accepted event updates the ones it matches, from memory.
+    budgets: crate::budgets::BudgetBook,
 }
 
 impl Processor {
@@ -116,7 +119,23 @@ impl Processor {
             partitions: BTreeMap::new(),
             sealed: VecDeque::new(),
             stats: ProcessorStats::default(),
+            budgets: crate::budgets::BudgetBook::new(),
         }
+    }
+
+    /// The budgets (definitions, spend, published levels).
+    pub fn budgets(&self) -> &crate::budgets::BudgetBook {
+        &self.budgets
+    }
+
+    /// The budgets, to update definitions, restore state, tick and take control records.
+    pub fn budgets_mut(&mut self) -> &mut crate::budgets::BudgetBook {
+        &mut self.budgets
+    }
+
+    /// The catalog in force.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// Replaces the catalog for records handled from now on. Open epochs keep the prices they
@@ -361,6 +380,17 @@ impl Processor {
         });
         let disposition = match outcome {
             Ok(Ok(priced)) => {
+                if !self.budgets.is_empty() {
+                    let id = priced.event.event_id.to_string();
+                    let mut facts = SpendFacts::of_event(&priced.event, &priced.priced);
+                    facts.event_id = Some(&id);
+                    self.budgets.handle_spend(
+                        &facts,
+                        &self.catalog,
+                        now_ms,
+                        crate::budgets::SpendMode::Live,
+                    );
+                }
                 self.stats.accepted += 1;
                 self.stats.unpriced += u64::from(priced.priced.is_unpriced());
                 epoch.add_event(priced);
