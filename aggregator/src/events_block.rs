@@ -180,6 +180,35 @@ pub fn events_block(
     column(&mut b, "price_window", ev, |p| {
         p.priced.price_window.as_deref().unwrap_or("")
     })?;
+    // 060: the prices applied per token kind and what cached reads saved.
+    let u = |p: &PricedEvent| p.priced.unit_prices;
+    column(&mut b, "unit_price_input", ev, |p| {
+        Money(money_to_ticks(u(p).input))
+    })?;
+    column(&mut b, "unit_price_cached_input", ev, |p| {
+        Money(money_to_ticks(u(p).cached_input))
+    })?;
+    column(&mut b, "unit_price_cache_write_5m", ev, |p| {
+        Money(money_to_ticks(u(p).cache_write_5m))
+    })?;
+    column(&mut b, "unit_price_cache_write_1h", ev, |p| {
+        Money(money_to_ticks(u(p).cache_write_1h))
+    })?;
+    column(&mut b, "unit_price_output", ev, |p| {
+        Money(money_to_ticks(u(p).output))
+    })?;
+    column(&mut b, "unit_price_reasoning", ev, |p| {
+        Money(money_to_ticks(u(p).reasoning))
+    })?;
+    column(&mut b, "unit_price_request", ev, |p| {
+        Money(money_to_ticks(u(p).per_request))
+    })?;
+    column(&mut b, "cache_savings", ev, |p| {
+        Money(money_to_ticks(p.priced.cache_savings))
+    })?;
+    column(&mut b, "billing_cache_savings", ev, |p| {
+        Money(money_to_ticks(p.priced.billing_cache_savings))
+    })?;
     Ok(Some(b.build().context("building the events block")?))
 }
 
