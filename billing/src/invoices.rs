@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::costs::local;
 use crate::costs_store::{fetch, money, TokenCounts};
 use crate::error::{ApiError, ErrorBody};
-use crate::invoice::{assemble, invoice_id, to_csv, Group, Inputs, Invoice, RateUsed};
+use crate::invoice::{assemble, invoice_id, to_csv, Group, Inputs, Invoice, Item, RateUsed};
 use crate::params::{checked_value, month_range, TimeRange};
 use crate::plan::{Param, Sql};
 use crate::request::QueryPairs;
@@ -37,6 +37,17 @@ struct GroupRow {
     cache_write_1h_tokens: u64,
     cost_text: String,
     billing_cost_text: String,
+    event_cost_text: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ItemRow {
+    model: String,
+    currency: String,
+    billing_currency: String,
+    kind: String,
+    price_text: String,
+    quantity: u64,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -105,18 +116,48 @@ fn groups_sql(tenant: &str, from_ms: i64, to_ms: i64, tz: &str) -> Sql {
         .join(", ");
     sql.text = format!(
         "SELECT formatDateTime(toStartOfMonth(t, {tz}), '%Y-%m') AS period, model, department, project, currency, billing_currency, \
-         sum(events) AS events, {sums}, toString(sum(cost)) AS cost_text, toString(sum(billing_cost)) AS billing_cost_text FROM ( \
+         sum(events) AS events, {sums}, toString(sum(cost)) AS cost_text, toString(sum(billing_cost)) AS billing_cost_text, \
+         toString(sum(event_cost)) AS event_cost_text FROM ( \
          SELECT event_time AS t, toString(if(price_model = '', model, price_model)) AS model, toString(department) AS department, \
          project_id AS project, toString(currency) AS currency, toString(billing_currency) AS billing_currency, toUInt64(1) AS events, \
-         {TOKENS}, cost, billing_cost FROM usage_events_priced WHERE {ev} \
+         {TOKENS}, cost, billing_cost, cost AS event_cost FROM usage_events_priced WHERE {ev} \
          UNION ALL \
          SELECT c.event_time AS t, toString(if(c.price_model = '', c.model, c.price_model)) AS model, toString(c.department) AS department, \
          e.project_id AS project, toString(c.currency) AS currency, toString(c.billing_currency) AS billing_currency, toUInt64(0) AS events, \
-         {zeros}, c.cost_delta AS cost, c.billing_cost_delta AS billing_cost \
+         {zeros}, c.cost_delta AS cost, c.billing_cost_delta AS billing_cost, toDecimal128(0, 12) AS event_cost \
          FROM usage_cost_corrections AS c LEFT ANY JOIN (SELECT event_id, project_id FROM usage_events_priced WHERE {joined}) AS e \
          ON c.event_id = e.event_id WHERE {corr}) \
          GROUP BY period, model, department, project, currency, billing_currency \
          ORDER BY period, model, department, project, currency, billing_currency"
+    );
+    sql
+}
+
+/// Usage of `tenant` in `r` by line (model, currencies), token kind and the unit price
+/// applied (migration 060). Output tokens that are not reasoning and reasoning tokens are
+/// separate kinds; `request` counts calls at the per-call price.
+fn items_sql(tenant: &str, r: &TimeRange) -> Sql {
+    let mut sql = Sql::default();
+    let w = range_cond(
+        &mut sql,
+        "event_time",
+        "tenant_id",
+        tenant,
+        r.start.timestamp_millis(),
+        r.end.timestamp_millis(),
+    );
+    sql.text = format!(
+        "SELECT model, currency, billing_currency, k.1 AS kind, toString(k.3) AS price_text, sum(k.2) AS quantity FROM ( \
+         SELECT toString(if(price_model = '', model, price_model)) AS model, toString(currency) AS currency, \
+         toString(billing_currency) AS billing_currency, arrayJoin([ \
+         ('input', input_tokens, unit_price_input), ('cached_input', cached_input_tokens, unit_price_cached_input), \
+         ('cache_write_5m', cache_write_tokens, unit_price_cache_write_5m), \
+         ('cache_write_1h', cache_write_1h_tokens, unit_price_cache_write_1h), \
+         ('output', toUInt64(greatest(output_tokens, reasoning_tokens) - reasoning_tokens), unit_price_output), \
+         ('reasoning', reasoning_tokens, unit_price_reasoning), ('request', toUInt64(1), unit_price_request) \
+         ]) AS k FROM usage_events_priced WHERE {w}) \
+         GROUP BY model, currency, billing_currency, kind, k.3 HAVING quantity > 0 AND k.3 != 0 \
+         ORDER BY model, currency, billing_currency, kind, k.3"
     );
     sql
 }
@@ -210,6 +251,7 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
                     cache_write_1h: r.cache_write_1h_tokens,
                     reasoning: r.reasoning_tokens,
                 },
+                event_amount: money(&r.event_cost_text)?,
                 requests: r.events,
                 period: r.period,
                 model: r.model,
@@ -234,6 +276,20 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let item_rows: Vec<ItemRow> =
+        fetch(&state.client, &state.limits, &items_sql(tenant, &range)).await?;
+    let items = item_rows
+        .into_iter()
+        .map(|r| {
+            let line_id = format!("{period}/{}/{}/{}", r.model, r.currency, r.billing_currency);
+            let item = Item::new(&line_id, &r.kind, money(&r.price_text)?, r.quantity)
+                .ok_or_else(|| ApiError::storage(&"an invoice item does not fit a Decimal"))?;
+            Ok((
+                (period.to_string(), r.model, r.currency, r.billing_currency),
+                item,
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(assemble(Inputs {
         tenant,
         period,
@@ -243,6 +299,8 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
         groups: &groups,
         rates,
         issued: &earlier,
+        items: &items,
+        terms: state.terms.of(tenant),
     }))
 }
 
