@@ -1,6 +1,8 @@
-//! costpipe-billing: the billing API over ClickHouse. Costs by any dimension and grain,
-//! top-N, the most expensive requests and traces, monthly invoices, forecasts and anomalies, for one tenant (its
-//! key) or all (an admin key). See `billing/README.md`.
+//! costpipe-billing: the billing API over ClickHouse. Costs by any dimension and grain
+//! (with cache savings), top-N, the most expensive requests and traces, monthly invoices
+//! (items by token kind and unit price, tenant terms), reports with suggestions, trace cost
+//! allocation, forecasts and anomalies, for one tenant (its key) or all (an admin key); and
+//! a client of that API (`cli`). See `billing/README.md`.
 
 pub mod allocation;
 pub mod anomalies;

@@ -77,8 +77,10 @@ async fn serve(config: BillingConfig) -> anyhow::Result<()> {
         tracing::warn!(addr = %config.addr, "no API keys configured: the API is open (loopback only)");
     }
     let zones = Zones::parse(&config.default_time_zone, &config.tenant_time_zones)?;
-    let terms = costpipe_billing::terms::Terms::load(config.tenant_terms.as_deref())?;
-    let catalog = match &config.catalog {
+    // An empty setting (docker-compose's `${VAR:-}`) means none.
+    let set = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let terms = costpipe_billing::terms::Terms::load(set(&config.tenant_terms).as_deref())?;
+    let catalog = match &set(&config.catalog) {
         Some(path) => costpipe_pricing::Catalog::from_path(path)
             .map_err(|e| anyhow::anyhow!("catalog {}: {e}", path.display()))?,
         None => costpipe_pricing::Catalog::builtin(),

@@ -838,6 +838,51 @@ async fn reports_trace_allocation_and_the_cli() {
         assert_eq!(s, 400, "{bad}: {body}");
     }
 
+    // Hostile strings on every new string parameter: refused or answered, never a storage
+    // error or database internals.
+    let long = "x".repeat(5000);
+    for h in [
+        "'",
+        "\\",
+        "{p0:String}",
+        "日本語\u{0}",
+        "') OR 1=1 --",
+        long.as_str(),
+        "%",
+        "\"",
+    ] {
+        let e: String = h
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        for p in [
+            format!("/v1/tenants/acme/reports?period={e}&date=2026-03-01"),
+            format!("/v1/tenants/acme/reports?period=daily&date={e}"),
+            format!("/v1/tenants/{e}/reports?period=daily&date=2026-03-01"),
+            format!("/v1/tenants/acme/traces/{e}/allocation?period=2026-03"),
+            format!("/v1/tenants/acme/traces/x/allocation?period=2026-03&strategy={e}"),
+            format!("/v1/tenants/acme/traces/x/allocation?period={e}"),
+            format!("/v1/tenants/{e}/traces/x/allocation?period=2026-03"),
+        ] {
+            let (s, body) = api.get(&p, Some(ACME)).await;
+            assert!(matches!(s, 200 | 400 | 403 | 404), "{p} -> {s}: {body}");
+            assert!(
+                !body.contains("Exception") && !body.contains("Code:"),
+                "{p}: {body}"
+            );
+            let v: Value = serde_json::from_str(&body).unwrap();
+            if s != 200 {
+                assert!(v["error"].is_string() && v["message"].is_string(), "{body}");
+            }
+        }
+    }
+
     // The CLI over the same API: the same answers, a refused key is an error, and a
     // server that does not answer times out.
     let cli = |args: &[&str], key: &str| {
