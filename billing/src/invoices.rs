@@ -40,15 +40,27 @@ struct GroupRow {
     event_cost_text: String,
 }
 
+/// Usage of one line at one set of unit prices: quantities and prices of every kind.
 #[derive(Debug, Row, Deserialize)]
 struct ItemRow {
     model: String,
     currency: String,
     billing_currency: String,
-    kind: String,
-    price_text: String,
-    quantity: u64,
+    /// input, cached_input, cache_write_5m, cache_write_1h, output, reasoning, request.
+    quantities: Vec<u64>,
+    prices: Vec<String>,
 }
+
+/// The kinds of `ItemRow`'s arrays, in order.
+const ITEM_KINDS: [&str; 7] = [
+    "input",
+    "cached_input",
+    "cache_write_5m",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "request",
+];
 
 #[derive(Debug, Row, Deserialize)]
 struct RateRow {
@@ -133,9 +145,10 @@ fn groups_sql(tenant: &str, from_ms: i64, to_ms: i64, tz: &str) -> Sql {
     sql
 }
 
-/// Usage of `tenant` in `r` by line (model, currencies), token kind and the unit price
-/// applied (migration 060). Output tokens that are not reasoning and reasoning tokens are
-/// separate kinds; `request` counts calls at the per-call price.
+/// Usage of `tenant` in `r` by line (model, currencies) and the unit prices applied
+/// (migration 060), with the quantity of each kind: output tokens that are not reasoning
+/// and reasoning tokens are separate kinds, `request` counts calls. Grouping by the prices
+/// (a handful of sets per model) reads each event once; the items are split out in Rust.
 fn items_sql(tenant: &str, r: &TimeRange) -> Sql {
     let mut sql = Sql::default();
     let w = range_cond(
@@ -147,19 +160,48 @@ fn items_sql(tenant: &str, r: &TimeRange) -> Sql {
         r.end.timestamp_millis(),
     );
     sql.text = format!(
-        "SELECT model, currency, billing_currency, k.1 AS kind, toString(k.3) AS price_text, sum(k.2) AS quantity FROM ( \
-         SELECT toString(if(price_model = '', model, price_model)) AS model, toString(currency) AS currency, \
-         toString(billing_currency) AS billing_currency, arrayJoin([ \
-         ('input', input_tokens, unit_price_input), ('cached_input', cached_input_tokens, unit_price_cached_input), \
-         ('cache_write_5m', cache_write_tokens, unit_price_cache_write_5m), \
-         ('cache_write_1h', cache_write_1h_tokens, unit_price_cache_write_1h), \
-         ('output', toUInt64(greatest(output_tokens, reasoning_tokens) - reasoning_tokens), unit_price_output), \
-         ('reasoning', reasoning_tokens, unit_price_reasoning), ('request', toUInt64(1), unit_price_request) \
-         ]) AS k FROM usage_events_priced WHERE {w}) \
-         GROUP BY model, currency, billing_currency, kind, k.3 HAVING quantity > 0 AND k.3 != 0 \
-         ORDER BY model, currency, billing_currency, kind, k.3"
+        "SELECT toString(if(price_model = '', model, price_model)) AS model, toString(currency) AS currency, \
+         toString(billing_currency) AS billing_currency, \
+         [sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens), sum(cache_write_1h_tokens), \
+          sum(toUInt64(greatest(output_tokens, reasoning_tokens) - reasoning_tokens)), sum(reasoning_tokens), count()] AS quantities, \
+         [toString(unit_price_input), toString(unit_price_cached_input), toString(unit_price_cache_write_5m), \
+          toString(unit_price_cache_write_1h), toString(unit_price_output), toString(unit_price_reasoning), \
+          toString(unit_price_request)] AS prices \
+         FROM usage_events_priced WHERE {w} \
+         GROUP BY model, currency, billing_currency, unit_price_input, unit_price_cached_input, \
+         unit_price_cache_write_5m, unit_price_cache_write_1h, unit_price_output, unit_price_reasoning, unit_price_request"
     );
     sql
+}
+
+/// The items of `period`'s lines from the grouped rows: one per line, kind and unit price,
+/// quantities summed over the rows sharing them; free or unused kinds are left out.
+fn items_of(
+    period: &str,
+    rows: Vec<ItemRow>,
+) -> Result<Vec<(crate::invoice::LineKey, Item)>, ApiError> {
+    type Key = (crate::invoice::LineKey, &'static str, rust_decimal::Decimal);
+    let mut by: std::collections::BTreeMap<Key, u64> = std::collections::BTreeMap::new();
+    for r in rows {
+        let line = (period.to_string(), r.model, r.currency, r.billing_currency);
+        for ((kind, q), p) in ITEM_KINDS.iter().zip(&r.quantities).zip(&r.prices) {
+            let price = money(p)?;
+            if *q > 0 && !price.is_zero() {
+                let n = by.entry((line.clone(), kind, price)).or_default();
+                *n = n
+                    .checked_add(*q)
+                    .ok_or_else(|| ApiError::storage(&"an invoice quantity overflows"))?;
+            }
+        }
+    }
+    by.into_iter()
+        .map(|((line, kind, price), q)| {
+            let line_id = format!("{}/{}/{}/{}", line.0, line.1, line.2, line.3);
+            let item = Item::new(&line_id, kind, price, q)
+                .ok_or_else(|| ApiError::storage(&"an invoice item does not fit a Decimal"))?;
+            Ok((line, item))
+        })
+        .collect()
 }
 
 fn rates_sql(tenant: &str, r: &TimeRange) -> Sql {
@@ -278,18 +320,7 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
         .collect::<Result<Vec<_>, ApiError>>()?;
     let item_rows: Vec<ItemRow> =
         fetch(&state.client, &state.limits, &items_sql(tenant, &range)).await?;
-    let items = item_rows
-        .into_iter()
-        .map(|r| {
-            let line_id = format!("{period}/{}/{}/{}", r.model, r.currency, r.billing_currency);
-            let item = Item::new(&line_id, &r.kind, money(&r.price_text)?, r.quantity)
-                .ok_or_else(|| ApiError::storage(&"an invoice item does not fit a Decimal"))?;
-            Ok((
-                (period.to_string(), r.model, r.currency, r.billing_currency),
-                item,
-            ))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let items = items_of(period, item_rows)?;
     Ok(assemble(Inputs {
         tenant,
         period,
