@@ -238,6 +238,16 @@ pub fn events_block(
     let mut generation_col = col("generation", "UInt64", 8);
     let mut late = col("late", "Bool", 1);
     let mut price_window = col("price_window", "String", 1);
+    // 060: the prices applied per token kind, and what cached reads saved.
+    let mut unit_price_input = col("unit_price_input", MONEY, 16);
+    let mut unit_price_cached_input = col("unit_price_cached_input", MONEY, 16);
+    let mut unit_price_cache_write_5m = col("unit_price_cache_write_5m", MONEY, 16);
+    let mut unit_price_cache_write_1h = col("unit_price_cache_write_1h", MONEY, 16);
+    let mut unit_price_output = col("unit_price_output", MONEY, 16);
+    let mut unit_price_reasoning = col("unit_price_reasoning", MONEY, 16);
+    let mut unit_price_request = col("unit_price_request", MONEY, 16);
+    let mut cache_savings = col("cache_savings", MONEY, 16);
+    let mut billing_cache_savings = col("billing_cache_savings", MONEY, 16);
 
     for p in events {
         let e = &p.event;
@@ -284,6 +294,16 @@ pub fn events_block(
         generation_col.u64(generation);
         late.bool(p.late);
         price_window.str(c.price_window.as_deref().unwrap_or(""));
+        let u = &c.unit_prices;
+        unit_price_input.i128(money_to_ticks(u.input));
+        unit_price_cached_input.i128(money_to_ticks(u.cached_input));
+        unit_price_cache_write_5m.i128(money_to_ticks(u.cache_write_5m));
+        unit_price_cache_write_1h.i128(money_to_ticks(u.cache_write_1h));
+        unit_price_output.i128(money_to_ticks(u.output));
+        unit_price_reasoning.i128(money_to_ticks(u.reasoning));
+        unit_price_request.i128(money_to_ticks(u.per_request));
+        cache_savings.i128(money_to_ticks(c.cache_savings));
+        billing_cache_savings.i128(money_to_ticks(c.billing_cache_savings));
     }
 
     let mut head = Vec::with_capacity(16);
@@ -329,6 +349,15 @@ pub fn events_block(
         generation_col.done(),
         late.done(),
         price_window.done(),
+        unit_price_input.done(),
+        unit_price_cached_input.done(),
+        unit_price_cache_write_5m.done(),
+        unit_price_cache_write_1h.done(),
+        unit_price_output.done(),
+        unit_price_reasoning.done(),
+        unit_price_request.done(),
+        cache_savings.done(),
+        billing_cache_savings.done(),
     ];
     put_varint(&mut head, columns.len() as u64);
     put_varint(&mut head, rows as u64);
@@ -364,10 +393,11 @@ mod tests {
             }
             if sql.contains("ALTER TABLE db.usage_events_priced") {
                 for part in sql.split("ADD COLUMN IF NOT EXISTS").skip(1) {
-                    let mut words = part.split_whitespace();
-                    let name = words.next().unwrap().to_owned();
-                    let ty = words.next().unwrap().to_owned();
-                    columns.insert(name, ty);
+                    let (name, rest) = part.trim().split_once(char::is_whitespace).unwrap();
+                    // The type runs to its DEFAULT, or to the end of the clause.
+                    let ty = rest.split(" DEFAULT").next().unwrap();
+                    let ty = ty.trim().trim_end_matches(',').trim();
+                    columns.insert(name.to_owned(), ty.to_owned());
                 }
             }
         }

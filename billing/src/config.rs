@@ -4,18 +4,14 @@
 
 use std::net::SocketAddr;
 
-use clap::Parser;
+use clap::Args;
 
 use costpipe_clickhouse::ClickHouseArgs;
 
 use crate::limits::Limits;
 
 /// The billing service's settings.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "costpipe-billing",
-    about = "Billing API over costpipe's ClickHouse tables"
-)]
+#[derive(Debug, Clone, Args)]
 pub struct BillingConfig {
     /// Listen address.
     #[arg(long, env = "COSTPIPE_BILLING_ADDR", default_value = "127.0.0.1:8088")]
@@ -47,6 +43,25 @@ pub struct BillingConfig {
     /// Tenants' time zones: comma-separated `tenant=Zone`.
     #[arg(long, env = "COSTPIPE_BILLING_TENANT_TIME_ZONES", default_value = "")]
     pub tenant_time_zones: String,
+    /// TOML file of tenants' invoice discounts and markups (`[tenant]` tables with
+    /// `discount_percent` / `markup_percent` as decimal strings); none when unset.
+    #[arg(long, env = "COSTPIPE_BILLING_TENANT_TERMS")]
+    pub tenant_terms: Option<std::path::PathBuf>,
+    /// Price catalog file (TOML) that report suggestions name cheaper models from; the
+    /// shipped catalog when unset (the aggregator's setting of the same name).
+    #[arg(long, env = "COSTPIPE_CATALOG")]
+    pub catalog: Option<std::path::PathBuf>,
+    /// Trace spans (`span_name`, comma-separated) that are auxiliary: their cost is shared
+    /// by the trace's primary spans under the proportional and hybrid strategies.
+    #[arg(
+        long,
+        env = "COSTPIPE_BILLING_TRACE_AUXILIARY_SPANS",
+        default_value = "retrieval,embedding,rerank,guardrail,moderation"
+    )]
+    pub trace_auxiliary_spans: String,
+    /// Hybrid weights of primary span names, `name=weight,…` (1 when not listed).
+    #[arg(long, env = "COSTPIPE_BILLING_TRACE_WEIGHTS", default_value = "")]
+    pub trace_weights: String,
     /// Query limits.
     #[command(flatten)]
     pub limits: Limits,

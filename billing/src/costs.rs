@@ -43,6 +43,13 @@ pub struct CostRow {
     /// Exact decimal, in `billing_currency`.
     #[schema(value_type = String)]
     pub billing_cost: Decimal,
+    /// What cached reads saved against the same tokens at the input price (cached-input
+    /// tokens × (input − cached-input unit price), adjusted like the cost), in `currency`.
+    #[schema(value_type = String)]
+    pub cache_savings: Decimal,
+    /// `cache_savings` in `billing_currency`.
+    #[schema(value_type = String)]
+    pub billing_cache_savings: Decimal,
 }
 
 /// A cost answer.
@@ -79,6 +86,8 @@ fn shape(q: &CostQuery, rows: Vec<RawCostRow>) -> Result<Vec<CostRow>, ApiError>
                 tokens: TokenCounts::of(&r),
                 cost: money(&r.cost_text)?,
                 billing_cost: money(&r.billing_cost_text)?,
+                cache_savings: money(&r.cache_savings_text)?,
+                billing_cache_savings: money(&r.billing_cache_savings_text)?,
                 currency: r.currency,
                 billing_currency: r.billing_currency,
                 requests: r.events,

@@ -29,6 +29,8 @@ pub struct RawCostRow {
     pub cache_write_1h_tokens: u64,
     pub cost_text: String,
     pub billing_cost_text: String,
+    pub cache_savings_text: String,
+    pub billing_cache_savings_text: String,
 }
 
 /// Tokens by kind.

@@ -3,7 +3,13 @@
 //! adjustments for what arrived after earlier invoices were issued. Pure: no I/O.
 //!
 //! Exactness: every amount is a `Decimal` sum of stored amounts; each total is the sum of
-//! the lines and adjustments it lists, computed here from those same values.
+//! the lines, adjustments and terms lines it lists, computed here from those same values.
+//! Within a line (price currency): `amount = list_amount + catalog_adjustment + repricing`,
+//! where `list_amount` = Σ items and each item's amount is quantity × unit price exactly
+//! (items group usage by the unit price actually applied); `catalog_adjustment` is what the
+//! catalog's tenant discount or markup changed (rounded once per event, as priced) and
+//! `repricing` the corrections since. `billing_amount` is Σ the events' billing amounts,
+//! each converted once at the rate listed in `exchange_rates`.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +19,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::costs_store::TokenCounts;
+use crate::terms::{self, TenantTerms, TermsLine};
 
 /// Costs of one group as the store reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +34,49 @@ pub struct Group {
     pub tokens: TokenCounts,
     pub amount: Decimal,
     pub billing_amount: Decimal,
+    /// Of `amount`: what the events were priced at (without repricing corrections).
+    pub event_amount: Decimal,
+}
+
+/// Usage of one token kind at one unit price within a line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Item {
+    /// Stable: `<line_id>/<kind>/<unit_price>`.
+    pub item_id: String,
+    /// input, cached_input, cache_write_5m, cache_write_1h, output (not reasoning),
+    /// reasoning or request.
+    pub kind: String,
+    /// Price per `unit`, in the line's `currency`.
+    #[schema(value_type = String)]
+    pub unit_price: Decimal,
+    /// `1M tokens` or `request`.
+    pub unit: String,
+    pub quantity: u64,
+    /// `quantity × unit_price` (÷ 10^6 for tokens), exactly.
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+}
+
+impl Item {
+    /// The item of `quantity` at `unit_price`; `None` when the product does not fit.
+    pub fn new(line_id: &str, kind: &str, unit_price: Decimal, quantity: u64) -> Option<Item> {
+        let per_request = kind == "request";
+        let amount = Decimal::from(quantity).checked_mul(unit_price)?;
+        let amount = if per_request {
+            amount
+        } else {
+            amount.checked_div(Decimal::from(1_000_000))?
+        };
+        let unit_price = unit_price.normalize();
+        Some(Item {
+            item_id: format!("{line_id}/{kind}/{unit_price}"),
+            kind: kind.into(),
+            unit_price,
+            unit: if per_request { "request" } else { "1M tokens" }.into(),
+            quantity,
+            amount: amount.normalize(),
+        })
+    }
 }
 
 /// One invoice line: a catalog model's usage in one currency pair.
@@ -48,6 +98,21 @@ pub struct Line {
     /// In `billing_currency`.
     #[schema(value_type = String)]
     pub billing_amount: Decimal,
+    /// Usage by token kind and unit price (empty on adjustments).
+    #[serde(default)]
+    pub items: Vec<Item>,
+    /// Σ items' amounts, in `currency`.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub list_amount: Decimal,
+    /// The catalog's tenant discount or markup: events' amounts − `list_amount`.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub catalog_adjustment: Decimal,
+    /// Repricing corrections: `amount` − the events' amounts.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub repricing: Decimal,
 }
 
 /// A subtotal of one department or project.
@@ -82,7 +147,11 @@ pub struct Total {
     /// Σ adjustments.
     #[schema(value_type = String)]
     pub adjustments: Decimal,
-    /// `lines + adjustments`.
+    /// Σ discount and markup lines.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub terms: Decimal,
+    /// `lines + adjustments + terms`.
     #[schema(value_type = String)]
     pub total: Decimal,
 }
@@ -107,6 +176,10 @@ pub struct Invoice {
     /// Late events and repricing of earlier, issued months: what is stored now minus what
     /// earlier invoices billed.
     pub adjustments: Vec<Line>,
+    /// The tenant's discount and markup (`COSTPIPE_BILLING_TENANT_TERMS`), on lines and
+    /// adjustments.
+    #[serde(default)]
+    pub terms: Vec<TermsLine>,
     pub totals: Vec<Total>,
 }
 
@@ -116,7 +189,8 @@ pub fn invoice_id(tenant: &str, period: &str) -> String {
     format!("INV-{}-{}", period.replace('-', ""), &h[..16])
 }
 
-type LineKey = (String, String, String, String);
+/// (period, model, currency, billing currency).
+pub type LineKey = (String, String, String, String);
 
 fn lines_of<'a>(groups: impl Iterator<Item = &'a Group>) -> BTreeMap<LineKey, Line> {
     let mut lines: BTreeMap<LineKey, Line> = BTreeMap::new();
@@ -140,13 +214,45 @@ fn lines_of<'a>(groups: impl Iterator<Item = &'a Group>) -> BTreeMap<LineKey, Li
             tokens: TokenCounts::default(),
             amount: Decimal::ZERO,
             billing_amount: Decimal::ZERO,
+            items: Vec::new(),
+            list_amount: Decimal::ZERO,
+            catalog_adjustment: Decimal::ZERO,
+            repricing: Decimal::ZERO,
         });
         l.requests += g.requests;
         l.tokens.add(&g.tokens);
         l.amount += g.amount;
         l.billing_amount += g.billing_amount;
+        // Held here until the items are known (`with_items`).
+        l.catalog_adjustment += g.event_amount;
     }
     lines
+}
+
+/// Attaches its items to each line and splits its amount into list, catalog adjustment and
+/// repricing.
+fn with_items(lines: &mut BTreeMap<LineKey, Line>, items: &[(LineKey, Item)]) {
+    for (key, item) in items {
+        if let Some(l) = lines.get_mut(key) {
+            l.list_amount += item.amount;
+            l.items.push(item.clone());
+        }
+    }
+    for l in lines.values_mut() {
+        let event_amount = l.catalog_adjustment;
+        l.catalog_adjustment = event_amount - l.list_amount;
+        l.repricing = l.amount - event_amount;
+    }
+}
+
+fn bare(l: Line) -> Line {
+    Line {
+        items: Vec::new(),
+        list_amount: Decimal::ZERO,
+        catalog_adjustment: Decimal::ZERO,
+        repricing: Decimal::ZERO,
+        ..l
+    }
 }
 
 fn subtotals<'a>(
@@ -181,12 +287,18 @@ pub struct Inputs<'a> {
     pub rates: Vec<RateUsed>,
     /// Earlier issued invoices of the tenant.
     pub issued: &'a [Invoice],
+    /// Items of `period`'s lines, keyed by line (period, model, currency, billing currency).
+    pub items: &'a [(LineKey, Item)],
+    /// The tenant's discount and markup.
+    pub terms: TenantTerms,
 }
 
 /// The draft invoice.
 pub fn assemble(i: Inputs<'_>) -> Invoice {
     let this: Vec<&Group> = i.groups.iter().filter(|g| g.period == i.period).collect();
-    let lines: Vec<Line> = lines_of(this.iter().copied()).into_values().collect();
+    let mut lines = lines_of(this.iter().copied());
+    with_items(&mut lines, i.items);
+    let lines: Vec<Line> = lines.into_values().collect();
     // What was billed for each earlier line: its original line plus earlier adjustments.
     let mut billed: BTreeMap<String, (u64, TokenCounts, Decimal, Decimal)> = BTreeMap::new();
     for inv in i.issued {
@@ -209,6 +321,7 @@ pub fn assemble(i: Inputs<'_>) -> Invoice {
         seen.insert(l.line_id.clone());
         let (req, tok, amount, billing) = billed.get(&l.line_id).cloned().unwrap_or_default();
         if l.amount != amount || l.billing_amount != billing || l.requests != req {
+            let l = bare(l);
             adjustments.push(Line {
                 requests: l.requests.saturating_sub(req),
                 tokens: TokenCounts {
@@ -237,7 +350,7 @@ pub fn assemble(i: Inputs<'_>) -> Invoice {
                         tokens: TokenCounts::default(),
                         amount: -amount,
                         billing_amount: -billing,
-                        ..l.clone()
+                        ..bare(l.clone())
                     });
                 }
             }
@@ -255,6 +368,7 @@ pub fn assemble(i: Inputs<'_>) -> Invoice {
                 billing_currency: l.billing_currency.clone(),
                 lines: Decimal::ZERO,
                 adjustments: Decimal::ZERO,
+                terms: Decimal::ZERO,
                 total: Decimal::ZERO,
             });
         if is_adj {
@@ -263,6 +377,15 @@ pub fn assemble(i: Inputs<'_>) -> Invoice {
             t.lines += l.billing_amount;
         }
         t.total += l.billing_amount;
+    }
+    let bases: BTreeMap<String, Decimal> =
+        totals.iter().map(|(c, t)| (c.clone(), t.total)).collect();
+    let terms = terms::lines(&i.terms, &bases);
+    for l in &terms {
+        if let Some(t) = totals.get_mut(&l.billing_currency) {
+            t.terms += l.billing_amount;
+            t.total += l.billing_amount;
+        }
     }
     Invoice {
         invoice_id: invoice_id(i.tenant, i.period),
@@ -278,108 +401,154 @@ pub fn assemble(i: Inputs<'_>) -> Invoice {
         lines,
         exchange_rates: i.rates,
         adjustments,
+        terms,
         totals: totals.into_values().collect(),
     }
 }
 
-/// The invoice as CSV: one row per line, adjustment, subtotal and total, with stable ids.
+const CSV_HEADER: [&str; 20] = [
+    "invoice_id",
+    "status",
+    "section",
+    "id",
+    "period",
+    "model",
+    "currency",
+    "billing_currency",
+    "requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "kind",
+    "unit_price",
+    "quantity",
+    "amount",
+    "billing_amount",
+];
+
+/// One CSV record: the named fields set, the rest empty.
+fn record(fields: &[(&str, String)]) -> Vec<String> {
+    CSV_HEADER
+        .iter()
+        .map(|h| {
+            fields
+                .iter()
+                .find(|(k, _)| k == h)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The invoice as CSV: one row per line, item, adjustment, terms line, subtotal and total,
+/// each with its stable id (`section` says which).
 pub fn to_csv(inv: &Invoice) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "invoice_id",
-        "status",
-        "section",
-        "id",
-        "period",
-        "model",
-        "currency",
-        "billing_currency",
-        "requests",
-        "input_tokens",
-        "cached_input_tokens",
-        "cache_write_5m_tokens",
-        "cache_write_1h_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-        "amount",
-        "billing_amount",
-    ])?;
-    let line = |w: &mut csv::Writer<Vec<u8>>, section: &str, l: &Line| {
+    w.write_record(CSV_HEADER)?;
+    let head = |section: &str, id: &str| {
+        vec![
+            ("invoice_id", inv.invoice_id.clone()),
+            ("status", inv.status.clone()),
+            ("section", section.to_string()),
+            ("id", id.to_string()),
+        ]
+    };
+    let line = |section: &str, l: &Line| {
+        let mut f = head(section, &l.line_id);
         let k = l.tokens.kinds();
-        w.write_record([
-            inv.invoice_id.as_str(),
-            &inv.status,
-            section,
-            &l.line_id,
-            &l.period,
-            &l.model,
-            &l.currency,
-            &l.billing_currency,
-            &l.requests.to_string(),
-            &k[0].1.to_string(),
-            &k[1].1.to_string(),
-            &k[2].1.to_string(),
-            &k[3].1.to_string(),
-            &k[4].1.to_string(),
-            &k[5].1.to_string(),
-            &l.amount.to_string(),
-            &l.billing_amount.to_string(),
-        ])
+        f.extend([
+            ("period", l.period.clone()),
+            ("model", l.model.clone()),
+            ("currency", l.currency.clone()),
+            ("billing_currency", l.billing_currency.clone()),
+            ("requests", l.requests.to_string()),
+            ("input_tokens", k[0].1.to_string()),
+            ("cached_input_tokens", k[1].1.to_string()),
+            ("cache_write_5m_tokens", k[2].1.to_string()),
+            ("cache_write_1h_tokens", k[3].1.to_string()),
+            ("output_tokens", k[4].1.to_string()),
+            ("reasoning_tokens", k[5].1.to_string()),
+            ("amount", l.amount.to_string()),
+            ("billing_amount", l.billing_amount.to_string()),
+        ]);
+        record(&f)
     };
     for l in &inv.lines {
-        line(&mut w, "line", l)?;
+        w.write_record(line("line", l))?;
+        for it in &l.items {
+            let mut f = head("item", &it.item_id);
+            f.extend([
+                ("period", l.period.clone()),
+                ("model", l.model.clone()),
+                ("currency", l.currency.clone()),
+                ("kind", it.kind.clone()),
+                ("unit_price", it.unit_price.to_string()),
+                ("quantity", it.quantity.to_string()),
+                ("amount", it.amount.to_string()),
+            ]);
+            w.write_record(record(&f))?;
+        }
+        for (kind, amount) in [
+            ("catalog_adjustment", l.catalog_adjustment),
+            ("repricing", l.repricing),
+        ] {
+            if !amount.is_zero() {
+                let mut f = head("item", &format!("{}/{kind}", l.line_id));
+                f.extend([
+                    ("period", l.period.clone()),
+                    ("model", l.model.clone()),
+                    ("currency", l.currency.clone()),
+                    ("kind", kind.to_string()),
+                    ("amount", amount.to_string()),
+                ]);
+                w.write_record(record(&f))?;
+            }
+        }
     }
     for l in &inv.adjustments {
-        line(&mut w, "adjustment", l)?;
+        w.write_record(line("adjustment", l))?;
+    }
+    for t in &inv.terms {
+        let mut f = head("terms", &t.line_id);
+        f.extend([
+            ("period", inv.period.clone()),
+            ("billing_currency", t.billing_currency.clone()),
+            ("kind", t.kind.clone()),
+            ("unit_price", format!("{}%", t.percent)),
+            ("amount", t.base.to_string()),
+            ("billing_amount", t.billing_amount.to_string()),
+        ]);
+        w.write_record(record(&f))?;
     }
     for (section, subs) in [
         ("department", &inv.subtotals_by_department),
         ("project", &inv.subtotals_by_project),
     ] {
         for s in subs {
-            let id = format!("{section}/{}/{}", s.name, s.billing_currency);
-            w.write_record([
-                inv.invoice_id.as_str(),
-                &inv.status,
+            let mut f = head(
                 section,
-                &id,
-                &inv.period,
-                "",
-                "",
-                &s.billing_currency,
-                &s.requests.to_string(),
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                &s.billing_amount.to_string(),
-            ])?;
+                &format!("{section}/{}/{}", s.name, s.billing_currency),
+            );
+            f.extend([
+                ("period", inv.period.clone()),
+                ("billing_currency", s.billing_currency.clone()),
+                ("requests", s.requests.to_string()),
+                ("billing_amount", s.billing_amount.to_string()),
+            ]);
+            w.write_record(record(&f))?;
         }
     }
     for t in &inv.totals {
-        let id = format!("total/{}", t.billing_currency);
-        w.write_record([
-            inv.invoice_id.as_str(),
-            &inv.status,
-            "total",
-            &id,
-            &inv.period,
-            "",
-            "",
-            &t.billing_currency,
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            &t.total.to_string(),
-        ])?;
+        let mut f = head("total", &format!("total/{}", t.billing_currency));
+        f.extend([
+            ("period", inv.period.clone()),
+            ("billing_currency", t.billing_currency.clone()),
+            ("billing_amount", t.total.to_string()),
+        ]);
+        w.write_record(record(&f))?;
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -405,6 +574,7 @@ mod tests {
             },
             amount,
             billing_amount: amount * dec!(2),
+            event_amount: amount,
         }
     }
 
@@ -418,6 +588,8 @@ mod tests {
             groups,
             rates: vec![],
             issued,
+            items: &[],
+            terms: TenantTerms::default(),
         }
     }
 
@@ -454,5 +626,47 @@ mod tests {
             invoice_id("acme", "2026-03"),
             invoice_id("acme2", "2026-03")
         );
+    }
+
+    #[test]
+    fn items_split_a_line_and_terms_are_explicit_lines() {
+        let mut a = g("2026-03", "gpt-4o", "eng", dec!(0.9));
+        a.event_amount = dec!(0.8);
+        let groups = vec![a];
+        let id = "2026-03/gpt-4o/USD/EUR";
+        let key = (
+            "2026-03".to_string(),
+            "gpt-4o".to_string(),
+            "USD".to_string(),
+            "EUR".to_string(),
+        );
+        let items = vec![
+            (
+                key.clone(),
+                Item::new(id, "input", dec!(2.5), 100_000).unwrap(),
+            ),
+            (key, Item::new(id, "request", dec!(0.01), 30).unwrap()),
+        ];
+        assert_eq!(items[0].1.amount, dec!(0.25));
+        assert_eq!(items[0].1.item_id, "2026-03/gpt-4o/USD/EUR/input/2.5");
+        assert_eq!(items[1].1.amount, dec!(0.3));
+        let mut i = inputs("2026-03", &groups, &[]);
+        i.items = &items;
+        i.terms = TenantTerms {
+            discount_percent: dec!(10),
+            markup_percent: Decimal::ZERO,
+        };
+        let inv = assemble(i);
+        let l = &inv.lines[0];
+        assert_eq!(l.list_amount, dec!(0.55));
+        assert_eq!(l.catalog_adjustment, dec!(0.25));
+        assert_eq!(l.repricing, dec!(0.1));
+        assert_eq!(l.list_amount + l.catalog_adjustment + l.repricing, l.amount);
+        // 1.8 EUR billed, 10 % off.
+        assert_eq!(inv.terms[0].billing_amount, dec!(-0.18));
+        assert_eq!(inv.totals[0].total, dec!(1.62));
+        let csv = to_csv(&inv).unwrap();
+        assert!(csv.contains(",item,2026-03/gpt-4o/USD/EUR/input/2.5,"));
+        assert!(csv.contains(",terms,terms/discount/EUR,"));
     }
 }

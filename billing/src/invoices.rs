@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::costs::local;
 use crate::costs_store::{fetch, money, TokenCounts};
 use crate::error::{ApiError, ErrorBody};
-use crate::invoice::{assemble, invoice_id, to_csv, Group, Inputs, Invoice, RateUsed};
+use crate::invoice::{assemble, invoice_id, to_csv, Group, Inputs, Invoice, Item, RateUsed};
 use crate::params::{checked_value, month_range, TimeRange};
 use crate::plan::{Param, Sql};
 use crate::request::QueryPairs;
@@ -37,7 +37,30 @@ struct GroupRow {
     cache_write_1h_tokens: u64,
     cost_text: String,
     billing_cost_text: String,
+    event_cost_text: String,
 }
+
+/// Usage of one line at one set of unit prices: quantities and prices of every kind.
+#[derive(Debug, Row, Deserialize)]
+struct ItemRow {
+    model: String,
+    currency: String,
+    billing_currency: String,
+    /// input, cached_input, cache_write_5m, cache_write_1h, output, reasoning, request.
+    quantities: Vec<u64>,
+    prices: Vec<String>,
+}
+
+/// The kinds of `ItemRow`'s arrays, in order.
+const ITEM_KINDS: [&str; 7] = [
+    "input",
+    "cached_input",
+    "cache_write_5m",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "request",
+];
 
 #[derive(Debug, Row, Deserialize)]
 struct RateRow {
@@ -105,20 +128,80 @@ fn groups_sql(tenant: &str, from_ms: i64, to_ms: i64, tz: &str) -> Sql {
         .join(", ");
     sql.text = format!(
         "SELECT formatDateTime(toStartOfMonth(t, {tz}), '%Y-%m') AS period, model, department, project, currency, billing_currency, \
-         sum(events) AS events, {sums}, toString(sum(cost)) AS cost_text, toString(sum(billing_cost)) AS billing_cost_text FROM ( \
+         sum(events) AS events, {sums}, toString(sum(cost)) AS cost_text, toString(sum(billing_cost)) AS billing_cost_text, \
+         toString(sum(event_cost)) AS event_cost_text FROM ( \
          SELECT event_time AS t, toString(if(price_model = '', model, price_model)) AS model, toString(department) AS department, \
          project_id AS project, toString(currency) AS currency, toString(billing_currency) AS billing_currency, toUInt64(1) AS events, \
-         {TOKENS}, cost, billing_cost FROM usage_events_priced WHERE {ev} \
+         {TOKENS}, cost, billing_cost, cost AS event_cost FROM usage_events_priced WHERE {ev} \
          UNION ALL \
          SELECT c.event_time AS t, toString(if(c.price_model = '', c.model, c.price_model)) AS model, toString(c.department) AS department, \
          e.project_id AS project, toString(c.currency) AS currency, toString(c.billing_currency) AS billing_currency, toUInt64(0) AS events, \
-         {zeros}, c.cost_delta AS cost, c.billing_cost_delta AS billing_cost \
+         {zeros}, c.cost_delta AS cost, c.billing_cost_delta AS billing_cost, toDecimal128(0, 12) AS event_cost \
          FROM usage_cost_corrections AS c LEFT ANY JOIN (SELECT event_id, project_id FROM usage_events_priced WHERE {joined}) AS e \
          ON c.event_id = e.event_id WHERE {corr}) \
          GROUP BY period, model, department, project, currency, billing_currency \
          ORDER BY period, model, department, project, currency, billing_currency"
     );
     sql
+}
+
+/// Usage of `tenant` in `r` by line (model, currencies) and the unit prices applied
+/// (migration 060), with the quantity of each kind: output tokens that are not reasoning
+/// and reasoning tokens are separate kinds, `request` counts calls. Grouping by the prices
+/// (a handful of sets per model) reads each event once; the items are split out in Rust.
+fn items_sql(tenant: &str, r: &TimeRange) -> Sql {
+    let mut sql = Sql::default();
+    let w = range_cond(
+        &mut sql,
+        "event_time",
+        "tenant_id",
+        tenant,
+        r.start.timestamp_millis(),
+        r.end.timestamp_millis(),
+    );
+    sql.text = format!(
+        "SELECT toString(if(price_model = '', model, price_model)) AS model, toString(currency) AS currency, \
+         toString(billing_currency) AS billing_currency, \
+         [sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens), sum(cache_write_1h_tokens), \
+          sum(toUInt64(greatest(output_tokens, reasoning_tokens) - reasoning_tokens)), sum(reasoning_tokens), count()] AS quantities, \
+         [toString(unit_price_input), toString(unit_price_cached_input), toString(unit_price_cache_write_5m), \
+          toString(unit_price_cache_write_1h), toString(unit_price_output), toString(unit_price_reasoning), \
+          toString(unit_price_request)] AS prices \
+         FROM usage_events_priced WHERE {w} \
+         GROUP BY model, currency, billing_currency, unit_price_input, unit_price_cached_input, \
+         unit_price_cache_write_5m, unit_price_cache_write_1h, unit_price_output, unit_price_reasoning, unit_price_request"
+    );
+    sql
+}
+
+/// The items of `period`'s lines from the grouped rows: one per line, kind and unit price,
+/// quantities summed over the rows sharing them; free or unused kinds are left out.
+fn items_of(
+    period: &str,
+    rows: Vec<ItemRow>,
+) -> Result<Vec<(crate::invoice::LineKey, Item)>, ApiError> {
+    type Key = (crate::invoice::LineKey, &'static str, rust_decimal::Decimal);
+    let mut by: std::collections::BTreeMap<Key, u64> = std::collections::BTreeMap::new();
+    for r in rows {
+        let line = (period.to_string(), r.model, r.currency, r.billing_currency);
+        for ((kind, q), p) in ITEM_KINDS.iter().zip(&r.quantities).zip(&r.prices) {
+            let price = money(p)?;
+            if *q > 0 && !price.is_zero() {
+                let n = by.entry((line.clone(), kind, price)).or_default();
+                *n = n
+                    .checked_add(*q)
+                    .ok_or_else(|| ApiError::storage(&"an invoice quantity overflows"))?;
+            }
+        }
+    }
+    by.into_iter()
+        .map(|((line, kind, price), q)| {
+            let line_id = format!("{}/{}/{}/{}", line.0, line.1, line.2, line.3);
+            let item = Item::new(&line_id, kind, price, q)
+                .ok_or_else(|| ApiError::storage(&"an invoice item does not fit a Decimal"))?;
+            Ok((line, item))
+        })
+        .collect()
 }
 
 fn rates_sql(tenant: &str, r: &TimeRange) -> Sql {
@@ -210,6 +293,7 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
                     cache_write_1h: r.cache_write_1h_tokens,
                     reasoning: r.reasoning_tokens,
                 },
+                event_amount: money(&r.event_cost_text)?,
                 requests: r.events,
                 period: r.period,
                 model: r.model,
@@ -234,6 +318,9 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let item_rows: Vec<ItemRow> =
+        fetch(&state.client, &state.limits, &items_sql(tenant, &range)).await?;
+    let items = items_of(period, item_rows)?;
     Ok(assemble(Inputs {
         tenant,
         period,
@@ -243,6 +330,8 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
         groups: &groups,
         rates,
         issued: &earlier,
+        items: &items,
+        terms: state.terms.of(tenant),
     }))
 }
 

@@ -1,11 +1,15 @@
-//! costpipe-billing: the billing API over ClickHouse. Costs by any dimension and grain,
-//! top-N, the most expensive requests and traces, monthly invoices, forecasts and anomalies, for one tenant (its
-//! key) or all (an admin key). See `billing/README.md`.
+//! costpipe-billing: the billing API over ClickHouse. Costs by any dimension and grain
+//! (with cache savings), top-N, the most expensive requests and traces, monthly invoices
+//! (items by token kind and unit price, tenant terms), reports with suggestions, trace cost
+//! allocation, forecasts and anomalies, for one tenant (its key) or all (an admin key); and
+//! a client of that API (`cli`). See `billing/README.md`.
 
+pub mod allocation;
 pub mod anomalies;
 pub mod anomalies_api;
 pub mod auth;
 pub mod bill;
+pub mod cli;
 pub mod config;
 pub mod costs;
 pub mod costs_store;
@@ -19,11 +23,15 @@ pub mod limits;
 pub mod openapi;
 pub mod params;
 pub mod plan;
+pub mod report;
+pub mod reports_api;
 pub mod request;
 pub mod spend_sql;
 pub mod store;
 pub mod telemetry;
+pub mod terms;
 pub mod top_requests;
+pub mod traces_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,6 +92,12 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub zones: Arc<Zones>,
     pub metrics: Arc<Metrics>,
+    /// Tenants' discounts and markups on invoices.
+    pub terms: Arc<terms::Terms>,
+    /// Which trace spans are auxiliary, and the hybrid weights.
+    pub trace_rules: Arc<allocation::Rules>,
+    /// The price catalog (cheaper models for report suggestions).
+    pub catalog: Arc<costpipe_pricing::Catalog>,
     /// Deadline of the readiness probe.
     pub ping_timeout: Duration,
 }
@@ -125,6 +139,11 @@ pub fn app(state: AppState) -> Router {
             get(top_requests::top_traces),
         )
         .route("/v1/tenants/{tenant}/forecast", get(forecast_api::forecast))
+        .route("/v1/tenants/{tenant}/reports", get(reports_api::report))
+        .route(
+            "/v1/tenants/{tenant}/traces/{trace_id}/allocation",
+            get(traces_api::allocation),
+        )
         .route(
             "/v1/tenants/{tenant}/anomalies",
             get(anomalies_api::anomalies),

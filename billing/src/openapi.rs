@@ -21,7 +21,7 @@ impl Modify for Bearer {
 /// The API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "costpipe billing", description = "Costs, top-N, invoices, forecasts and anomalies over costpipe's ClickHouse tables. Money is exact decimal text."),
+    info(title = "costpipe billing", description = "Costs (with cache savings), top-N, invoices with items and terms, reports with suggestions, trace cost allocation, forecasts and anomalies over costpipe's ClickHouse tables. Money is exact decimal text."),
     paths(
         crate::costs::tenant_costs,
         crate::costs::all_costs,
@@ -33,6 +33,8 @@ impl Modify for Bearer {
         crate::invoices::issue_invoice,
         crate::forecast_api::forecast,
         crate::anomalies_api::anomalies,
+        crate::reports_api::report,
+        crate::traces_api::allocation,
     ),
     modifiers(&Bearer)
 )]

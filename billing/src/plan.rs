@@ -221,19 +221,21 @@ fn rows_of(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
             cols.push(format!("{t} AS t"));
             cols.push("currency, billing_currency, events, unpriced_events".into());
             cols.extend(TOKEN_COLUMNS.iter().map(|c| c.to_string()));
-            cols.push("cost, billing_cost".into());
+            cols.push("cost, billing_cost, cache_savings, billing_cache_savings".into());
         }
         Table::Events => {
             cols.push("event_time AS t".into());
             cols.push("currency, billing_currency, toUInt64(1) AS events, toInt64(unpriced) AS unpriced_events".into());
             cols.extend(TOKEN_COLUMNS.iter().map(|c| c.to_string()));
-            cols.push("cost, billing_cost".into());
+            cols.push("cost, billing_cost, cache_savings, billing_cache_savings".into());
         }
         Table::Corrections => {
             cols.push("c.event_time AS t".into());
             cols.push("c.currency AS currency, c.billing_currency AS billing_currency, toUInt64(0) AS events, c.unpriced_delta AS unpriced_events".into());
             cols.extend(TOKEN_COLUMNS.iter().map(|c| format!("toUInt64(0) AS {c}")));
-            cols.push("c.cost_delta AS cost, c.billing_cost_delta AS billing_cost".into());
+            // Repricing restates costs, not savings (documented in billing/README.md).
+            cols.push("c.cost_delta AS cost, c.billing_cost_delta AS billing_cost, \
+                 toDecimal128(0, 12) AS cache_savings, toDecimal128(0, 12) AS billing_cache_savings".into());
         }
     }
     let from = match table {
@@ -289,8 +291,8 @@ fn bucket_expr(sql: &mut Sql, q: &CostQuery) -> String {
 
 /// The SQL answering `q` from `source`. Columns: `keys` (one string per `group_by`
 /// dimension), `bucket` (UTC seconds), `currency`, `billing_currency`, `events`,
-/// `unpriced_events`, the six token columns, `cost_text` and `billing_cost_text` (exact
-/// decimals as text).
+/// `unpriced_events`, the six token columns, `cost_text`, `billing_cost_text`,
+/// `cache_savings_text` and `billing_cache_savings_text` (exact decimals as text).
 pub fn cost_sql(q: &CostQuery, source: Source) -> Sql {
     let mut sql = Sql::default();
     let inner = match source {
@@ -325,7 +327,9 @@ pub fn cost_sql(q: &CostQuery, source: Source) -> Sql {
         "SELECT [{}]::Array(String) AS keys, {bucket} AS bucket, toString(currency) AS currency, \
          toString(billing_currency) AS billing_currency, sum(events) AS events, \
          sum(unpriced_events) AS unpriced_events, {sums}, toString(sum(cost)) AS cost_text, \
-         toString(sum(billing_cost)) AS billing_cost_text \
+         toString(sum(billing_cost)) AS billing_cost_text, \
+         toString(sum(cache_savings)) AS cache_savings_text, \
+         toString(sum(billing_cache_savings)) AS billing_cache_savings_text \
          FROM ({inner}) GROUP BY keys, bucket, currency, billing_currency {tail}",
         keys.join(", ")
     );

@@ -72,7 +72,7 @@ pub(crate) fn events_with_corrections(
     let e = cond(sql, "e.event_time", "e.tenant_id");
     let c = cond(sql, "event_time", "tenant_id");
     format!(
-        "SELECT e.event_id AS event_id, e.request_id AS request_id, e.trace_id AS trace_id, e.event_time AS event_time, \
+        "SELECT e.event_id AS event_id, e.request_id AS request_id, e.trace_id AS trace_id, e.span_name AS span_name, e.event_time AS event_time, \
          toString(if(e.price_model = '', e.model, e.price_model)) AS model, toString(e.billing_currency) AS billing_currency, \
          e.billing_cost + c.delta AS cost \
          FROM usage_events_priced AS e LEFT ANY JOIN (SELECT event_id, billing_currency, sum(billing_cost_delta) AS delta \

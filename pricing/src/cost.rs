@@ -76,6 +76,66 @@ pub struct PricedCost {
     pub adjustment_percent: Decimal,
     /// Why the event is unpriced, if it is.
     pub unpriced: Option<UnpricedReason>,
+    /// The price applied to each token kind (contract, tier or window resolved, before the
+    /// adjustment), in `currency`; zero when unpriced. Invoices bill quantity × these.
+    pub unit_prices: UnitPrices,
+    /// What the cached reads saved: cached-input tokens × (input price − cached-input
+    /// price), adjusted like `cost`, in `currency`. Zero when unpriced (or, only with absurd
+    /// catalog numbers, when it does not fit).
+    pub cache_savings: Decimal,
+    /// `cache_savings` in `billing_currency`, converted like `billing_cost`.
+    pub billing_cache_savings: Decimal,
+}
+
+/// Prices applied to one event's token kinds, per 1,000,000 tokens (`per_request` per call).
+/// `output` is the price of output tokens that are not reasoning (Qwen's thinking rule bills
+/// them at the reasoning price), `reasoning` that of reasoning tokens (the output price when
+/// the model has none). Σ kind quantity × price / 10^6 + `per_request` is the list cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnitPrices {
+    pub input: Decimal,
+    pub cached_input: Decimal,
+    pub cache_write_5m: Decimal,
+    pub cache_write_1h: Decimal,
+    pub output: Decimal,
+    pub reasoning: Decimal,
+    pub per_request: Decimal,
+}
+
+impl UnitPrices {
+    /// The prices `cost_at(p, t)` applies to `t`.
+    pub fn applied(p: &Prices, t: &Tokens) -> UnitPrices {
+        let reasoning = p.reasoning.unwrap_or(p.output);
+        let whole = p.ticks.whole_output_at_reasoning && p.reasoning.is_some() && t.reasoning > 0;
+        UnitPrices {
+            input: p.input,
+            cached_input: p.cached_input,
+            cache_write_5m: p.cache_write_5m,
+            cache_write_1h: p.cache_write_1h,
+            output: if whole { reasoning } else { p.output },
+            reasoning,
+            per_request: p.per_request,
+        }
+    }
+}
+
+/// The list saving of cached reads at `p` in 10^-12 units: cached × (input − cached) ticks;
+/// `None` when it does not fit.
+fn cache_savings_at(p: &Prices, t: &Tokens) -> Option<Decimal> {
+    let per_token = p.ticks.input.checked_sub(p.ticks.cached_input)?;
+    let ticks = i128::from(t.cached_input).checked_mul(per_token)?;
+    Decimal::try_from_i128_with_scale(ticks, COST_SCALE).ok()
+}
+
+/// `amount` with an adjustment of `percent` (rounded once); `None` when it does not fit.
+fn adjust(amount: Decimal, percent: Decimal) -> Option<Decimal> {
+    if percent.is_zero() {
+        return Some(amount.normalize());
+    }
+    Decimal::ONE_HUNDRED
+        .checked_add(percent)
+        .and_then(|factor| amount.checked_mul(factor))
+        .map(|adjusted| round(shift_scale(adjusted, 2)))
 }
 
 impl PricedCost {
@@ -219,15 +279,19 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
         contract: false,
         adjustment_percent: Decimal::ZERO,
         unpriced: Some(reason),
+        unit_prices: UnitPrices::default(),
+        cache_savings: Decimal::ZERO,
+        billing_cache_savings: Decimal::ZERO,
     };
     let Some(model) = catalog.lookup(&event.model) else {
         return unpriced(UnpricedReason::UnknownModel, None, billing_currency.clone());
     };
     let tokens = Tokens::of(event);
-    let (list_cost, currency, tier_above, price_window, contract) =
+    let (list_cost, prices, currency, tier_above, price_window, contract) =
         match terms.and_then(|t| t.contract(&model.key, at)) {
             Some(c) => (
                 cost_at(&c.prices, &tokens),
+                &c.prices,
                 c.currency.clone(),
                 None,
                 None,
@@ -250,6 +314,7 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
                 let applied = period.prices_at(at, prompt);
                 (
                     cost_at(applied.prices, &tokens),
+                    applied.prices,
                     model.currency.clone(),
                     applied.tier_above,
                     applied.window.cloned(),
@@ -264,24 +329,18 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
     let adjustment_percent = terms
         .and_then(|t| t.adjustment(event.department.as_deref(), at))
         .unwrap_or_default();
-    let cost = if adjustment_percent.is_zero() {
-        list_cost.normalize()
-    } else {
-        // Checked: an adjustment is a catalog number, as unbounded as a price.
-        match Decimal::ONE_HUNDRED
-            .checked_add(adjustment_percent)
-            .and_then(|factor| list_cost.checked_mul(factor))
-        {
-            Some(adjusted) => round(shift_scale(adjusted, 2)),
-            None => {
-                return unpriced(
-                    UnpricedReason::CostOverflow,
-                    Some(model.key.clone()),
-                    currency,
-                )
-            }
-        }
+    // Checked: an adjustment is a catalog number, as unbounded as a price.
+    let Some(cost) = adjust(list_cost, adjustment_percent) else {
+        return unpriced(
+            UnpricedReason::CostOverflow,
+            Some(model.key.clone()),
+            currency,
+        );
     };
+    let unit_prices = UnitPrices::applied(prices, &tokens);
+    let cache_savings = cache_savings_at(prices, &tokens)
+        .and_then(|s| adjust(s, adjustment_percent))
+        .unwrap_or_default();
     let (billing_cost, exchange_rate) = if currency == billing_currency {
         (cost, Decimal::ONE)
     } else {
@@ -299,6 +358,8 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
             None => {
                 return PricedCost {
                     cost,
+                    unit_prices,
+                    cache_savings,
                     currency,
                     tier_above,
                     price_window,
@@ -325,6 +386,13 @@ pub fn price_event(catalog: &Catalog, event: &UsageEvent) -> PricedCost {
         contract,
         adjustment_percent,
         unpriced: None,
+        unit_prices,
+        cache_savings,
+        billing_cache_savings: if exchange_rate == Decimal::ONE {
+            cache_savings
+        } else {
+            convert(cache_savings, exchange_rate).unwrap_or_default()
+        },
     }
 }
 

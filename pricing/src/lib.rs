@@ -11,7 +11,9 @@ mod file;
 pub mod window;
 
 pub use catalog::{Applied, Catalog, Model, PricePeriod, Prices, Tier};
-pub use cost::{convert, cost_at, price_event, PricedCost, Tokens, UnpricedReason, COST_SCALE};
+pub use cost::{
+    convert, cost_at, price_event, PricedCost, Tokens, UnitPrices, UnpricedReason, COST_SCALE,
+};
 pub use error::CatalogError;
 pub use file::ModelKind;
 pub use window::{PriceWindow, WeekSchedule};

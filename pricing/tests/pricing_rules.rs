@@ -400,3 +400,60 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unit_prices_and_cache_savings() {
+    let c = catalog();
+    // gpt-4o from 2024-10-02: input 2.50, cached 1.25, output 10 per 1M.
+    // 1,000 input, 400,000 cached, 200 output.
+    let e = with(
+        event("t", "gpt-4o", "2026-03-01T00:00:00Z"),
+        1_000,
+        400_000,
+        0,
+        0,
+        200,
+    );
+    let p = price_event(&c, &e);
+    assert_eq!(p.unit_prices.input, dec!(2.50));
+    assert_eq!(p.unit_prices.cached_input, dec!(1.25));
+    assert_eq!(p.unit_prices.output, dec!(10));
+    assert_eq!(p.unit_prices.reasoning, dec!(10));
+    // Σ quantity × unit price / 10^6 is the cost: 0.0025 + 0.5 + 0.002.
+    assert_eq!(p.cost, dec!(0.5045));
+    // 400,000 × (2.50 − 1.25) / 10^6 = 0.5.
+    assert_eq!(p.cache_savings, dec!(0.5));
+    assert_eq!(p.billing_cache_savings, dec!(0.5));
+    // acme has −10 %: the savings are adjusted like the cost.
+    let mut a = e.clone();
+    a.tenant_id = "acme".into();
+    let p = price_event(&c, &a);
+    assert_eq!(p.cost, dec!(0.45405));
+    assert_eq!(p.cache_savings, dec!(0.45));
+    // eurocorp bills in EUR at 0.8 (before July 2026).
+    let mut eu = e.clone();
+    eu.tenant_id = "eurocorp".into();
+    let p = price_event(&c, &eu);
+    assert_eq!(p.billing_cache_savings, dec!(0.4));
+    assert_eq!(p.billing_cost, dec!(0.4036));
+    // bigco's contract price (from 2026-06) is the unit price, and the cost is still
+    // Σ quantity × unit price.
+    let mut big = e.clone();
+    big.tenant_id = "bigco".into();
+    big.event_time = ms("2026-06-02T00:00:00Z");
+    let p = price_event(&c, &big);
+    assert!(p.contract);
+    assert_eq!(p.unit_prices.input, dec!(2.00));
+    assert_eq!(p.unit_prices.output, dec!(8.00));
+    let u = p.unit_prices;
+    let list = (Decimal::from(1_000) * u.input
+        + Decimal::from(400_000) * u.cached_input
+        + Decimal::from(200) * u.output)
+        / dec!(1000000)
+        + u.per_request;
+    assert_eq!(p.cost, list);
+    // Unpriced: zeros.
+    let p = price_event(&c, &event("t", "nope", "2026-03-01T00:00:00Z"));
+    assert_eq!(p.unit_prices, Default::default());
+    assert_eq!(p.cache_savings, Decimal::ZERO);
+}

@@ -115,6 +115,26 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "050_budget_control_history",
         sql: include_str!("../clickhouse/050_budget_control_history.sql"),
     },
+    Migration {
+        name: "060_unit_prices_and_cache_savings",
+        sql: include_str!("../clickhouse/060_unit_prices_and_cache_savings.sql"),
+    },
+    Migration {
+        name: "061_rollup_cache_savings",
+        sql: include_str!("../clickhouse/061_rollup_cache_savings.sql"),
+    },
+    Migration {
+        name: "062_cost_hour_cache_savings",
+        sql: include_str!("../clickhouse/062_cost_hour_cache_savings.sql"),
+    },
+    Migration {
+        name: "063_savings_to_cost_hour",
+        sql: include_str!("../clickhouse/063_savings_to_cost_hour.sql"),
+    },
+    Migration {
+        name: "064_savings_to_minute",
+        sql: include_str!("../clickhouse/064_savings_to_minute.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

@@ -102,7 +102,8 @@ pub async fn start_billing(
     };
     wait_for("billing's migrations", Duration::from_secs(60), || async {
         stack
-            .try_query(&format!("EXISTS TABLE {db}.billing_invoices"))
+            // The last migration's view: every table billing reads exists after it.
+            .try_query(&format!("EXISTS TABLE {db}.usage_events_savings_to_minute"))
             .await
             .filter(|s| s == "1")
     })

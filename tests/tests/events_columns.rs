@@ -21,7 +21,11 @@ const SELECT: &str = "SELECT toString(event_id) AS id, toUnixTimestamp64Milli(ev
     toString(exchange_rate) AS exchange_rate, tier_above, contract_price,
     toString(adjustment_percent) AS adjustment_percent, unpriced, unpriced_reason,
     request_id, trace_id, span_name, labels, source_partition, price_window,
-    generation, epoch_start <= source_offset AND source_offset < epoch_end AS in_epoch";
+    generation, epoch_start <= source_offset AND source_offset < epoch_end AS in_epoch,
+    toString(unit_price_input) AS unit_price_input, toString(unit_price_cached_input) AS unit_price_cached_input,
+    toString(unit_price_cache_write_5m) AS unit_price_cache_write_5m, toString(unit_price_cache_write_1h) AS unit_price_cache_write_1h,
+    toString(unit_price_output) AS unit_price_output, toString(unit_price_reasoning) AS unit_price_reasoning, toString(unit_price_request) AS unit_price_request,
+    toString(cache_savings) AS cache_savings, toString(billing_cache_savings) AS billing_cache_savings";
 
 fn dec(v: &Value) -> Decimal {
     v.as_str()
@@ -95,6 +99,42 @@ fn expected_row(e: &UsageEvent, catalog: &Catalog) -> BTreeMap<&'static str, Val
             Value::from(p.price_window.as_deref().unwrap_or("")),
         ),
         ("in_epoch", Value::from(1)),
+        (
+            "unit_price_input",
+            Value::from(p.unit_prices.input.normalize().to_string()),
+        ),
+        (
+            "unit_price_cached_input",
+            Value::from(p.unit_prices.cached_input.normalize().to_string()),
+        ),
+        (
+            "unit_price_cache_write_5m",
+            Value::from(p.unit_prices.cache_write_5m.normalize().to_string()),
+        ),
+        (
+            "unit_price_cache_write_1h",
+            Value::from(p.unit_prices.cache_write_1h.normalize().to_string()),
+        ),
+        (
+            "unit_price_output",
+            Value::from(p.unit_prices.output.normalize().to_string()),
+        ),
+        (
+            "unit_price_reasoning",
+            Value::from(p.unit_prices.reasoning.normalize().to_string()),
+        ),
+        (
+            "unit_price_request",
+            Value::from(p.unit_prices.per_request.normalize().to_string()),
+        ),
+        (
+            "cache_savings",
+            Value::from(p.cache_savings.normalize().to_string()),
+        ),
+        (
+            "billing_cache_savings",
+            Value::from(p.billing_cache_savings.normalize().to_string()),
+        ),
     ])
 }
 
@@ -106,6 +146,9 @@ fn stored_row(row: &Value) -> BTreeMap<&'static str, Value> {
         let v = row[*key].clone();
         let v = match *key {
             "cost" | "billing_cost" | "exchange_rate" | "adjustment_percent" => {
+                Value::from(dec(&v).normalize().to_string())
+            }
+            k if k.starts_with("unit_price_") || k.ends_with("cache_savings") => {
                 Value::from(dec(&v).normalize().to_string())
             }
             // 64-bit integers are quoted in ClickHouse's JSON output by default.

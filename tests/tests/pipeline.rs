@@ -128,6 +128,47 @@ async fn ten_thousand_events_land_exactly_and_breaches_are_published() {
         unpriced.to_string()
     );
 
+    // Each event's unit prices (060) are the hand-written table's, and its cache savings
+    // are cached tokens × (input − cached price), summed per tenant exactly.
+    let prices = stack
+        .query(&format!(
+            "SELECT model, groupUniqArray(toString((unit_price_input, unit_price_cached_input, \
+             unit_price_cache_write_5m, unit_price_cache_write_1h, unit_price_output))) \
+             FROM {db}.usage_events_priced WHERE NOT unpriced GROUP BY model ORDER BY model FORMAT TSV"
+        ))
+        .await;
+    assert!(prices.lines().count() >= 2, "priced models: {prices}");
+    for line in prices.lines() {
+        let (model, stored) = line.split_once('\t').expect("two columns");
+        let (i, c, w, w1, o) = expected_prices(model).expect("a priced model");
+        // ClickHouse prints decimals without trailing zeros, as `normalize` does.
+        let n = |d: Decimal| d.normalize().to_string();
+        let want = format!("['({},{},{},{},{})']", n(i), n(c), n(w), n(w1), n(o));
+        assert_eq!(stored, want, "{model}: one set of unit prices, the table's");
+    }
+    let mut savings: BTreeMap<String, Decimal> = BTreeMap::new();
+    for e in &events {
+        if let Some((input, cached, ..)) = expected_prices(&e.model) {
+            *savings.entry(e.tenant_id.clone()).or_default() +=
+                Decimal::from(e.cached_input_tokens) * (input - cached) / Decimal::from(1_000_000);
+        }
+    }
+    let stored: BTreeMap<String, Decimal> = stack
+        .query(&format!(
+            "SELECT tenant_id, toString(sum(cache_savings)) FROM {db}.usage_events_priced \
+             GROUP BY tenant_id FORMAT TSV"
+        ))
+        .await
+        .lines()
+        .map(|l| {
+            let (t, s) = l.split_once('\t').expect("two columns");
+            (t.to_string(), s.parse::<Decimal>().expect("decimal"))
+        })
+        .filter(|(_, s)| !s.is_zero())
+        .collect();
+    savings.retain(|_, s| !s.is_zero());
+    assert_eq!(stored, savings, "cache savings equal the independent sums");
+
     // The bill, through the billing API.
     let billing = Service::billing(&stack, &names);
     let url = format!("http://127.0.0.1:{}/v1/costs/month-to-date", billing.port);

@@ -104,6 +104,9 @@ mod tests {
             contract: false,
             adjustment_percent: Decimal::ZERO,
             unpriced: unpriced.then_some(UnpricedReason::UnknownModel),
+            unit_prices: Default::default(),
+            cache_savings: Decimal::ZERO,
+            billing_cache_savings: Decimal::ZERO,
         }
     }
 
