@@ -1,15 +1,23 @@
--- Cache savings of priced events into the minute rollup (061), like 063.
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_events_savings_to_minute
-TO {db}.usage_cost_minute
-AS SELECT
+-- What cached reads saved (060), summed into the minute rollup by its existing view (see 063).
+ALTER TABLE {db}.usage_events_to_minute MODIFY QUERY
+SELECT
     tenant_id,
     department,
     model,
     currency,
     billing_currency,
     toStartOfMinute(event_time) AS minute,
+    count() AS events,
+    toInt64(countIf(unpriced)) AS unpriced_events,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cached_input_tokens) AS cached_input_tokens,
+    sum(cache_write_tokens) AS cache_write_tokens,
+    sum(reasoning_tokens) AS reasoning_tokens,
+    sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+    sum(cost) AS cost,
+    sum(billing_cost) AS billing_cost,
     sum(cache_savings) AS cache_savings,
     sum(billing_cache_savings) AS billing_cache_savings
 FROM {db}.usage_events_priced
-WHERE cached_input_tokens > 0
 GROUP BY tenant_id, department, model, currency, billing_currency, minute
