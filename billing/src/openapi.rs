@@ -33,6 +33,11 @@ impl Modify for Bearer {
         crate::invoices::issue_invoice,
         crate::forecast_api::forecast,
         crate::anomalies_api::anomalies,
+        crate::budgets_api::list,
+        crate::budgets_api::get_budget,
+        crate::budgets_api::put_budget,
+        crate::budgets_api::delete_budget,
+        crate::budgets_api::budget_status,
     ),
     modifiers(&Bearer)
 )]
