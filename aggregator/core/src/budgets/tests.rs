@@ -708,3 +708,60 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+proptest! {
+    /// The tenant index finds exactly the budgets a full scan of every scope would.
+    #[test]
+    fn indexed_matching_equals_a_full_scan(
+        scopes in proptest::collection::vec(
+            (0usize..3, proptest::option::of(0usize..3), proptest::option::of(0usize..3), proptest::option::of(0usize..2)),
+            1..40,
+        ),
+        events in proptest::collection::vec((0usize..3, 0usize..3, 0usize..3, 0usize..2), 1..20),
+    ) {
+        let tenants = ["a", "b", "c"];
+        let depts = ["d0", "d1", "d2"];
+        let feats = ["f0", "f1", "f2"];
+        let models = ["gpt-4o", "gpt-4o-mini"];
+        let t = ms("2026-11-10T12:00:00Z");
+        let cat = catalog();
+        let mut b = book();
+        for (i, (tenant, dept, feat, model)) in scopes.iter().enumerate() {
+            let mut scope = serde_json::Map::new();
+            // Every third budget names no tenant (global or other dimensions only).
+            if i % 3 != 2 {
+                scope.insert("tenant".into(), tenants[*tenant].into());
+            }
+            if let Some(d) = dept { scope.insert("department".into(), depts[*d].into()); }
+            if let Some(f) = feat { scope.insert("feature".into(), feats[*f].into()); }
+            if let Some(m) = model { scope.insert("model".into(), models[*m].into()); }
+            add(&mut b, &format!("b{i}"), serde_json::json!({"scope": scope, "period": {"calendar": "day"},
+                "limit": "1000000", "currency": "USD"}), t);
+        }
+        for (n, (tenant, dept, feat, model)) in events.iter().enumerate() {
+            let before: Vec<Decimal> = (0..scopes.len()).map(|i| b.spend_of(&format!("b{i}"), t).unwrap()).collect();
+            let facts = SpendFacts {
+                tenant: tenants[*tenant],
+                department: Some(depts[*dept]),
+                user: None,
+                project: None,
+                feature: Some(feats[*feat]),
+                model: Some(models[*model]),
+                api_key: None,
+                at_ms: t + n as i64,
+                amount: dec!(1),
+                currency: "USD",
+                event_id: None,
+            };
+            b.handle_spend(&facts, &cat, t + n as i64, SpendMode::Live);
+            for (i, (bt, bd, bf, bm)) in scopes.iter().enumerate() {
+                let matches = (i % 3 == 2 || bt == tenant)
+                    && bd.is_none_or(|d| d == *dept)
+                    && bf.is_none_or(|f| f == *feat)
+                    && bm.is_none_or(|m| m == *model);
+                let after = b.spend_of(&format!("b{i}"), t).unwrap();
+                prop_assert_eq!(after - before[i], if matches { dec!(1) } else { dec!(0) }, "budget b{}", i);
+            }
+        }
+    }
+}
