@@ -97,7 +97,7 @@ fn apply(processor: &mut Processor, record: TableRecord, now_ms: i64) {
         BudgetChange::Upsert(def) => {
             let id = def.budget_id.clone();
             match processor.budgets_mut().upsert(*def, &catalog, now_ms) {
-                Ok(_) => tracing::info!(budget = %id, "budget loaded"),
+                Ok(_) => tracing::debug!(budget = %id, "budget loaded"),
                 Err(e) => tracing::error!(budget = %id, error = %e, "budget refused"),
             }
         }
