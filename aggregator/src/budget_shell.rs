@@ -314,7 +314,9 @@ impl BudgetShell {
             .budgets_mut()
             .set_assignment(self.partitions, assigned);
         processor.budgets_mut().drop_unowned();
-        if taken_up.is_empty() {
+        // Without budgets there is nothing to restore, so no query on the assignment path (a
+        // budget created later is backfilled on its own on the next tick).
+        if taken_up.is_empty() || processor.budgets().is_empty() {
             return;
         }
         processor.budgets_mut().set_hold_downward(true);
