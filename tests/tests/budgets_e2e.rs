@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use costpipe_e2e::*;
 use costpipe_ingest::{Emitter, EmitterConfig};
-use costpipe_schemas::{BudgetControl, BudgetLevel, ControlCodec, UsageEvent};
+use costpipe_schemas::{BudgetControl, BudgetLevel, ControlCodec, ControlKind, UsageEvent};
 use rdkafka::message::Message;
 
 const CATALOG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/budgets_catalog.toml");
@@ -132,16 +132,32 @@ async fn send(emitter: &Emitter, events: &[UsageEvent]) {
     }
 }
 
-/// Every control record on the topic, in order.
-fn controls(stack: &Stack, names: &Names) -> Vec<BudgetControl> {
+/// Every control record on the topic, in order (all kinds).
+fn all_controls(stack: &Stack, names: &Names) -> Vec<BudgetControl> {
     let codec = ControlCodec::current();
     read_topic(&stack.brokers, &names.control, 1)
         .iter()
         .filter_map(|m| {
             let c = codec.decode(m.payload()?).expect("control records decode");
-            assert_eq!(m.key(), Some(c.budget_id.as_bytes()), "keyed by budget id");
+            let key = match c.kind {
+                ControlKind::State => c.budget_id.clone(),
+                kind => format!("{}#{}", c.budget_id, kind.as_str()),
+            };
+            assert_eq!(
+                m.key(),
+                Some(key.as_bytes()),
+                "keyed by budget id (and kind)"
+            );
             Some(c)
         })
+        .collect()
+}
+
+/// The STATE records, in order: what gateways follow.
+fn controls(stack: &Stack, names: &Names) -> Vec<BudgetControl> {
+    all_controls(stack, names)
+        .into_iter()
+        .filter(|c| c.kind == ControlKind::State)
         .collect()
 }
 
@@ -365,7 +381,7 @@ async fn department_climb_rolling_recovery_and_eur_conversion() {
         async move {
             let n = scalar(
                 stack,
-                &format!("SELECT uniqExact(control_id) FROM {db}.budget_control_history"),
+                &format!("SELECT uniqExact(control_id) FROM {db}.budget_control_history WHERE kind = 'STATE'"),
             )
             .await?;
             (n >= 9).then_some(n)

@@ -28,6 +28,7 @@ use costpipe_schemas::{
 
 use super::budget::{Budget, Dimension};
 use super::calendar::PeriodSpec;
+use super::forecast::{self, HourlySpend};
 use super::ownership::tenant_partition;
 use super::spend::Spend;
 
@@ -148,6 +149,8 @@ struct Entry {
     /// Spend before this instance took the budget has been restored (a budget created or
     /// taken over mid-period starts from what was already recorded).
     backfilled: bool,
+    /// Calendar-month budgets: hourly spend of the last 7 days, for the forecast's trend.
+    hours: Option<HourlySpend>,
 }
 
 /// The budgets of one tenant, indexed so that an event only meets budgets that can match
@@ -236,6 +239,8 @@ pub struct BudgetBook {
     published: HashMap<Arc<str>, Published>,
     out: VecDeque<BudgetControl>,
     hold_downward: bool,
+    /// (budget, period start) of forecasts already published.
+    forecasts: BTreeSet<(Arc<str>, i64)>,
     partitions: i32,
     assigned: BTreeSet<i32>,
     stats: BookStats,
@@ -351,6 +356,7 @@ impl BudgetBook {
             }
         }
         let spend = Spend::new(&budget.period);
+        let budget_period = budget.period;
         self.entries.insert(
             id,
             Entry {
@@ -358,6 +364,14 @@ impl BudgetBook {
                 spend,
                 fx: BTreeMap::new(),
                 backfilled: false,
+                hours: matches!(
+                    budget_period,
+                    PeriodSpec::Calendar {
+                        unit: costpipe_schemas::CalendarUnit::Month,
+                        ..
+                    }
+                )
+                .then(HourlySpend::default),
             },
         );
         Ok(true)
@@ -470,6 +484,13 @@ impl BudgetBook {
     /// that this instance knows what was published, by itself before a crash or by the
     /// previous owner.
     pub fn restore_published(&mut self, control: &BudgetControl) {
+        if control.kind == ControlKind::Forecast {
+            if let Some(start) = control.period_start {
+                self.forecasts
+                    .insert((Arc::from(control.budget_id.as_str()), start));
+            }
+            return;
+        }
         if control.kind != ControlKind::State {
             return;
         }
@@ -558,6 +579,9 @@ impl BudgetBook {
                 .add(&entry.budget.period, facts.at_ms, amount, now_ms)
             {
                 Ok(true) => {
+                    if let Some(h) = entry.hours.as_mut() {
+                        h.add(facts.at_ms, amount, now_ms);
+                    }
                     self.stats.matched += 1;
                     if evaluate {
                         matched.push(id.clone());
@@ -585,9 +609,88 @@ impl BudgetBook {
         for id in ids {
             if let Some(e) = self.entries.get_mut(&id) {
                 e.spend.evict(now_ms);
+                if let Some(h) = e.hours.as_mut() {
+                    h.evict(now_ms);
+                }
             }
             self.evaluate(&id, now_ms, None);
+            self.forecast(&id, now_ms);
         }
+    }
+
+    /// A FORECAST record, once per period, when a month's projected spend exceeds the limit
+    /// it has not reached yet.
+    fn forecast(&mut self, id: &Arc<str>, now_ms: i64) {
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
+        let Some(hours) = &entry.hours else {
+            return;
+        };
+        let budget = &entry.budget;
+        let Some(window) = budget.period.calendar_at(now_ms) else {
+            return;
+        };
+        if self.forecasts.contains(&(id.clone(), window.start_ms)) {
+            return;
+        }
+        let Ok(spent) = entry.spend.total(&budget.period, now_ms) else {
+            return;
+        };
+        let limit = budget.limit_at(now_ms);
+        if spent >= limit {
+            // Already over: the state says more than a forecast would.
+            return;
+        }
+        let Some(projected) =
+            forecast::project(spent, hours, window.start_ms, window.end_ms, now_ms)
+        else {
+            return;
+        };
+        if projected <= limit {
+            return;
+        }
+        let level = self.published_level(id).unwrap_or(BudgetLevel::Ok);
+        let fx = entry.fx.values().cloned().collect();
+        let budget = budget.clone();
+        let rung = self.published.get(id).and_then(|p| p.rung(&budget));
+        let mut record = self.record(
+            &budget,
+            rung,
+            RecordFacts {
+                previous: Some(level),
+                direction: Direction::Up,
+                period_key: window.start_ms,
+                limit,
+                spend: spent,
+                now_ms,
+                reason: format!(
+                    "projected {} {} by the end of {} is over the limit {}",
+                    fmt(projected),
+                    budget.currency,
+                    window.label,
+                    fmt(limit)
+                ),
+                trigger: None,
+                retry_after_ms: None,
+                fx,
+            },
+        );
+        record.kind = ControlKind::Forecast;
+        // One forecast per period: the id ignores the level.
+        record.control_id = control_id(
+            &budget.id,
+            ControlKind::Forecast,
+            window.start_ms,
+            &fmt(limit),
+            Direction::Up,
+            BudgetLevel::Ok,
+        );
+        record.forecast_spend = Some(fmt(projected));
+        record.method = Some(forecast::METHOD.to_string());
+        self.forecasts.insert((id.clone(), window.start_ms));
+        self.stats.controls += 1;
+        self.out.push_back(record);
     }
 
     /// The next control record to publish.

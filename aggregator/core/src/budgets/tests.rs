@@ -10,7 +10,8 @@ use rust_decimal_macros::dec;
 
 use costpipe_pricing::Catalog;
 use costpipe_schemas::{
-    BudgetControl, BudgetDefinition, BudgetLevel, CalendarUnit, RollingWindow, RungAction,
+    BudgetControl, BudgetDefinition, BudgetLevel, CalendarUnit, ControlKind, RollingWindow,
+    RungAction,
 };
 
 use super::*;
@@ -185,7 +186,8 @@ fn rollover_recovers_on_a_tick_with_no_spend_across_dst_and_month_end() {
     assert_eq!(up[0].period_start, Some(ms("2026-09-30T22:00:00Z")));
     assert_eq!(up[0].period_end, Some(ms("2026-10-31T23:00:00Z")));
     b.handle_tick(ms("2026-10-31T22:59:59.999Z"));
-    assert!(drain(&mut b).is_empty(), "still October in Paris");
+    let early = drain(&mut b);
+    assert!(early.is_empty(), "still October in Paris: {early:#?}");
     b.handle_tick(ms("2026-10-31T23:00:00Z"));
     let down = drain(&mut b);
     assert_eq!(levels(&down), [BudgetLevel::Ok]);
@@ -837,4 +839,63 @@ proptest! {
         }
         prop_assert_eq!(topic.last().map(|c| c.level), expected.last().copied());
     }
+}
+
+#[test]
+fn a_month_forecast_over_the_limit_fires_once_per_period() {
+    let mut b = book();
+    let start = ms("2026-11-01T00:00:00Z");
+    add(
+        &mut b,
+        "fc",
+        serde_json::json!({"scope": {"tenant": "acme"}, "period": {"calendar": "month"},
+            "limit": "100", "currency": "USD"}),
+        start,
+    );
+    let cat = catalog();
+    // 4 USD at the start of each of November's first 10 days (UTC).
+    for day in 0..10 {
+        let at = start + day * 86_400_000;
+        b.handle_spend(
+            &spend("acme", "d", dec!(4), "USD", at),
+            &cat,
+            at,
+            SpendMode::Live,
+        );
+    }
+    assert!(drain(&mut b).is_empty(), "40 of 100 is below every rung");
+    // On Nov 11 00:00: spent 40 over 10 days; the trend window (Nov 4 .. Nov 11) holds 28
+    // over 7 days: correction (28 × 10) / (40 × 7) = 1; projected 40 × 30 / 10 = 120 > 100.
+    let now = ms("2026-11-11T00:00:00Z");
+    b.handle_tick(now);
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(f.kind, ControlKind::Forecast);
+    assert_eq!(f.forecast_spend.as_deref(), Some("120"));
+    assert_eq!(f.spend, "40");
+    assert_eq!(f.level, BudgetLevel::Ok);
+    assert!(f.method.as_deref().is_some_and(|m| m.contains("7 days")));
+    b.handle_tick(now + 1000);
+    assert!(drain(&mut b).is_empty(), "once per period");
+    // A restarted book that read the forecast back does not fire it again.
+    let mut again = book();
+    again.restore_published(f);
+    add(
+        &mut again,
+        "fc",
+        serde_json::json!({"scope": {"tenant": "acme"}, "period": {"calendar": "month"},
+            "limit": "100", "currency": "USD"}),
+        now,
+    );
+    again.handle_spend(
+        &spend("acme", "d", dec!(40), "USD", now - 1),
+        &cat,
+        now,
+        SpendMode::Live,
+    );
+    again.handle_tick(now + 2000);
+    assert!(drain(&mut again)
+        .iter()
+        .all(|c| c.kind != ControlKind::Forecast));
 }
