@@ -320,6 +320,20 @@ async fn department_climb_rolling_recovery_and_eur_conversion() {
         ],
     )
     .await;
+    // The aggregator created the tables already, so billing may not listen yet.
+    wait_for("billing listening", Duration::from_secs(30), || {
+        let api = &api;
+        async move {
+            let r = api
+                .http
+                .get(format!("{}/healthz", api.base))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
     let status = wait_for(
         "budget status in the history",
         Duration::from_secs(30),
