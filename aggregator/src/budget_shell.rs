@@ -97,7 +97,7 @@ fn apply(processor: &mut Processor, record: TableRecord, now_ms: i64) {
         BudgetChange::Upsert(def) => {
             let id = def.budget_id.clone();
             match processor.budgets_mut().upsert(*def, &catalog, now_ms) {
-                Ok(_) => tracing::info!(budget = %id, "budget loaded"),
+                Ok(_) => tracing::debug!(budget = %id, "budget loaded"),
                 Err(e) => tracing::error!(budget = %id, error = %e, "budget refused"),
             }
         }
@@ -314,7 +314,9 @@ impl BudgetShell {
             .budgets_mut()
             .set_assignment(self.partitions, assigned);
         processor.budgets_mut().drop_unowned();
-        if taken_up.is_empty() {
+        // Without budgets there is nothing to restore, so no query on the assignment path (a
+        // budget created later is backfilled on its own on the next tick).
+        if taken_up.is_empty() || processor.budgets().is_empty() {
             return;
         }
         processor.budgets_mut().set_hold_downward(true);

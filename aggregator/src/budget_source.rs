@@ -131,22 +131,28 @@ pub fn legacy_budgets(limits: &BTreeMap<String, Decimal>, currency: &str) -> Vec
         .collect()
 }
 
-/// Publishes definitions (JSON, keyed by id) and waits for the broker's acknowledgements.
+/// Publishes definitions (JSON, keyed by id), all in flight at once, and waits for the
+/// broker's acknowledgements.
 pub async fn publish_definitions(
     producer: &FutureProducer,
     topic: &str,
     defs: &[BudgetDefinition],
 ) -> anyhow::Result<()> {
-    for d in defs {
-        let value = serde_json::to_vec(d)?;
-        producer
-            .send(
-                FutureRecord::to(topic).key(&d.budget_id).payload(&value),
-                Timeout::After(SEND_TIMEOUT),
-            )
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("budget {} not published: {e}", d.budget_id))?;
-    }
+    let values: Vec<(&str, Vec<u8>)> = defs
+        .iter()
+        .map(|d| Ok((d.budget_id.as_str(), serde_json::to_vec(d)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let sends = values.iter().map(|(id, value)| {
+        let send = producer.send(
+            FutureRecord::to(topic).key(*id).payload(value),
+            Timeout::After(SEND_TIMEOUT),
+        );
+        async move {
+            send.await
+                .map_err(|(e, _)| anyhow::anyhow!("budget {id} not published: {e}"))
+        }
+    });
+    futures::future::try_join_all(sends).await?;
     Ok(())
 }
 

@@ -66,10 +66,7 @@ pub fn money_to_ticks(d: Decimal) -> i128 {
     // arithmetic, which showed in the profile (13 money columns per event).
     let scale = d.scale();
     if scale <= MONEY_SCALE {
-        if let Some(ticks) = d
-            .mantissa()
-            .checked_mul(10i128.pow(MONEY_SCALE - scale))
-        {
+        if let Some(ticks) = d.mantissa().checked_mul(10i128.pow(MONEY_SCALE - scale)) {
             return ticks;
         }
     }

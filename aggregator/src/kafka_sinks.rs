@@ -75,6 +75,16 @@ pub async fn send_dead_letters(
     Ok(())
 }
 
+/// The compaction key of a control record: the budget id for STATE records (the latest is
+/// the budget's state), `<budget id>#FORECAST` / `#SPIKE` for the others, so that they never
+/// compact a state away (`#` is not allowed in budget ids).
+pub fn control_key(c: &BudgetControl) -> String {
+    match c.kind {
+        costpipe_schemas::ControlKind::State => c.budget_id.clone(),
+        kind => format!("{}#{}", c.budget_id, kind.as_str()),
+    }
+}
+
 /// Publishes control records and waits until the broker has them all.
 pub async fn publish_controls(
     producer: &FutureProducer,
@@ -84,7 +94,7 @@ pub async fn publish_controls(
 ) -> anyhow::Result<()> {
     let encoded: Vec<(String, Vec<u8>)> = controls
         .iter()
-        .map(|c| Ok((c.budget_id.clone(), codec.encode(c)?)))
+        .map(|c| Ok((control_key(c), codec.encode(c)?)))
         .collect::<anyhow::Result<_>>()?;
     let sends = encoded.iter().map(|(key, payload)| {
         let send = producer.send(

@@ -68,6 +68,9 @@ pub struct BillingConfig {
     /// ClickHouse connection.
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
+    /// Budgets topic (`/v1/budgets`).
+    #[command(flatten)]
+    pub budgets: crate::budgets_api::BudgetsArgs,
 }
 
 impl BillingConfig {

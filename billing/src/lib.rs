@@ -9,6 +9,7 @@ pub mod anomalies;
 pub mod anomalies_api;
 pub mod auth;
 pub mod bill;
+pub mod budgets_api;
 pub mod cli;
 pub mod config;
 pub mod costs;
@@ -162,6 +163,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/costs/month-to-date", get(legacy::all_month_to_date))
         .route("/v1/unpriced", get(legacy::unpriced))
+        .merge(budgets_api::routes())
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))

@@ -106,6 +106,9 @@ async fn serve(config: BillingConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
     tracing::info!(addr = %config.addr, "billing listening");
-    axum::serve(listener, app(state)).await?;
+    let budgets = Arc::new(costpipe_billing::budgets_api::BudgetsClient::new(
+        &config.budgets,
+    )?);
+    axum::serve(listener, app(state).layer(axum::Extension(budgets))).await?;
     Ok(())
 }

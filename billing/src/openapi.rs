@@ -35,6 +35,11 @@ impl Modify for Bearer {
         crate::anomalies_api::anomalies,
         crate::reports_api::report,
         crate::traces_api::allocation,
+        crate::budgets_api::list,
+        crate::budgets_api::get_budget,
+        crate::budgets_api::put_budget,
+        crate::budgets_api::delete_budget,
+        crate::budgets_api::budget_status,
     ),
     modifiers(&Bearer)
 )]

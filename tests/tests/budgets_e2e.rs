@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use costpipe_e2e::*;
 use costpipe_ingest::{Emitter, EmitterConfig};
-use costpipe_schemas::{BudgetControl, BudgetLevel, ControlCodec, UsageEvent};
+use costpipe_schemas::{BudgetControl, BudgetLevel, ControlCodec, ControlKind, UsageEvent};
 use rdkafka::message::Message;
 
 const CATALOG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/budgets_catalog.toml");
@@ -132,16 +132,32 @@ async fn send(emitter: &Emitter, events: &[UsageEvent]) {
     }
 }
 
-/// Every control record on the topic, in order.
-fn controls(stack: &Stack, names: &Names) -> Vec<BudgetControl> {
+/// Every control record on the topic, in order (all kinds).
+fn all_controls(stack: &Stack, names: &Names) -> Vec<BudgetControl> {
     let codec = ControlCodec::current();
     read_topic(&stack.brokers, &names.control, 1)
         .iter()
         .filter_map(|m| {
             let c = codec.decode(m.payload()?).expect("control records decode");
-            assert_eq!(m.key(), Some(c.budget_id.as_bytes()), "keyed by budget id");
+            let key = match c.kind {
+                ControlKind::State => c.budget_id.clone(),
+                kind => format!("{}#{}", c.budget_id, kind.as_str()),
+            };
+            assert_eq!(
+                m.key(),
+                Some(key.as_bytes()),
+                "keyed by budget id (and kind)"
+            );
             Some(c)
         })
+        .collect()
+}
+
+/// The STATE records, in order: what gateways follow.
+fn controls(stack: &Stack, names: &Names) -> Vec<BudgetControl> {
+    all_controls(stack, names)
+        .into_iter()
+        .filter(|c| c.kind == ControlKind::State)
         .collect()
 }
 
@@ -290,6 +306,88 @@ async fn department_climb_rolling_recovery_and_eur_conversion() {
         "recovered only once the window slid"
     );
 
+    // The billing API: status from the history, tenant keys held to their tenant's budgets,
+    // and a limit raised through it recovers the budget at once (API → budgets topic →
+    // aggregator).
+    let (_billing, api) = costpipe_e2e::billing_client::start_billing(
+        &stack,
+        &names,
+        "admin-key",
+        &[("acme", "acme-key"), ("globex", "globex-key")],
+        &[
+            ("COSTPIPE_KAFKA_BROKERS", &stack.brokers),
+            ("COSTPIPE_BUDGET_TOPIC", &names.budgets),
+        ],
+    )
+    .await;
+    // The aggregator created the tables already, so billing may not listen yet.
+    wait_for("billing listening", Duration::from_secs(30), || {
+        let api = &api;
+        async move {
+            let r = api
+                .http
+                .get(format!("{}/healthz", api.base))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+    let status = wait_for(
+        "budget status in the history",
+        Duration::from_secs(30),
+        || {
+            let api = &api;
+            async move {
+                let v = api
+                    .json("/v1/budgets/acme:research:day/status", "acme-key")
+                    .await;
+                (v["status"]["level"] == "BLOCK").then_some(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(status["status"]["spend"], "1");
+    assert_eq!(
+        api.get("/v1/budgets/acme:research:day", Some("globex-key"))
+            .await
+            .0,
+        404
+    );
+    let mine = api.json("/v1/budgets", "acme-key").await;
+    let ids: Vec<_> = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["budget_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["acme:research:day"]);
+    assert_eq!(
+        api.json("/v1/budgets", "admin-key")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let mut raised = status["definition"].clone();
+    raised["limit"] = "10".into();
+    let put = api
+        .http
+        .put(format!("{}/v1/budgets/acme:research:day", api.base))
+        .bearer_auth("acme-key")
+        .body(raised.to_string())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status().as_u16(), 200);
+    // 1 USD of 10 is 10 %, below the lowest rung's 0.5 − 0.02: straight back to OK.
+    let after = wait_level(&stack, &names, "acme:research:day", BudgetLevel::Ok).await;
+    let ok = after.last().unwrap();
+    assert_eq!(ok.previous_level, Some(BudgetLevel::Block));
+    assert!(ok.reason.contains("limit now 10"), "{}", ok.reason);
+
     // The history table has each transition once.
     let db = names.database.clone();
     let n = wait_for("control history", Duration::from_secs(30), || {
@@ -297,14 +395,17 @@ async fn department_climb_rolling_recovery_and_eur_conversion() {
         async move {
             let n = scalar(
                 stack,
-                &format!("SELECT uniqExact(control_id) FROM {db}.budget_control_history"),
+                &format!("SELECT uniqExact(control_id) FROM {db}.budget_control_history WHERE kind = 'STATE'"),
             )
             .await?;
-            (n >= 8).then_some(n)
+            (n >= 9).then_some(n)
         }
     })
     .await;
-    assert_eq!(n, 8, "3 acme + 3 euro + 2 roller transitions");
+    assert_eq!(
+        n, 9,
+        "4 acme (with the recovery) + 3 euro + 2 roller transitions"
+    );
     agg.assert_running();
     drop(agg);
     stack.query(&format!("DROP DATABASE {db}")).await;

@@ -149,6 +149,11 @@ struct AggArgs {
     /// to see which of the aggregator's requests ClickHouse is busy with.
     #[arg(long, default_value_t = 0)]
     sample_clickhouse_ms: u64,
+    /// Budgets the aggregator evaluates (`bench_budgets`: scopes over the synthetic stream's
+    /// tenants, departments, features and models, calendar and rolling, limits too high to
+    /// breach). `throughput` then runs each round with none and with this many.
+    #[arg(long, default_value_t = 0)]
+    budgets: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -408,6 +413,7 @@ impl Aggregator {
             .env("COSTPIPE_USAGE_TOPIC", topic)
             .env("COSTPIPE_CONTROL_TOPIC", format!("{database}.control"))
             .env("COSTPIPE_DEAD_LETTER_TOPIC", format!("{database}.dlq"))
+            .env("COSTPIPE_BUDGET_TOPIC", format!("{database}.budgets"))
             .env("COSTPIPE_GROUP_ID", format!("{database}.group"))
             .env("COSTPIPE_SESSION_TIMEOUT_MS", "6000")
             .env("COSTPIPE_AGGREGATOR_METRICS_ADDR", &metrics_addr)
@@ -730,15 +736,83 @@ struct IngestedSpan {
     inserts: u64,
 }
 
+/// `n` budgets over the synthetic stream's tenants (ingest/src/synthetic.rs), departments,
+/// features and models: a quarter each of department days, feature months, department ×
+/// model rolling hours and user rolling days, with limits no stream reaches, so that the
+/// round measures matching and accumulation, not publishing.
+fn bench_budgets(n: usize) -> Vec<serde_json::Value> {
+    const TENANTS: [&str; 10] = [
+        "acme",
+        "globex",
+        "initech",
+        "umbrella",
+        "hooli",
+        "stark",
+        "wayne",
+        "wonka",
+        "tyrell",
+        "cyberdyne",
+    ];
+    const DEPARTMENTS: [&str; 6] = [
+        "engineering",
+        "research",
+        "support",
+        "marketing",
+        "sales",
+        "legal",
+    ];
+    const FEATURES: [&str; 5] = ["chat", "summarize", "search", "codegen", "classify"];
+    const MODELS: [&str; 3] = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5"];
+    (0..n)
+        .map(|i| {
+            let tenant = TENANTS[i % TENANTS.len()];
+            let j = i / TENANTS.len();
+            let (scope, period) = match i % 4 {
+                0 => (
+                    serde_json::json!({"tenant": tenant, "department": DEPARTMENTS[j % 6]}),
+                    serde_json::json!({"calendar": "day", "time_zone": "Europe/Paris"}),
+                ),
+                1 => (
+                    serde_json::json!({"tenant": tenant, "feature": FEATURES[j % 5]}),
+                    serde_json::json!({"calendar": "month"}),
+                ),
+                2 => (
+                    serde_json::json!({"tenant": tenant, "department": DEPARTMENTS[j % 6], "model": MODELS[j % 3]}),
+                    serde_json::json!({"rolling": "1h"}),
+                ),
+                _ => (
+                    serde_json::json!({"tenant": tenant, "user": format!("user-{}", j % 50)}),
+                    serde_json::json!({"rolling": "24h"}),
+                ),
+            };
+            serde_json::json!({
+                "budget_id": format!("bench:{i}"),
+                "scope": scope,
+                "period": period,
+                "limit": "1000000000",
+                "currency": "USD",
+            })
+        })
+        .collect()
+}
+
 async fn aggregator_round(common: &Common, a: &AggArgs) -> anyhow::Result<AggResult> {
     let bin = sibling_binary("costpipe-aggregator", &a.aggregator_bin)?;
     let database = format!("bench_agg_{}", short_id());
-    let extra: Vec<(String, String)> = a
+    let mut extra: Vec<(String, String)> = a
         .env
         .iter()
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if a.budgets > 0 {
+        let path = std::env::temp_dir().join(format!("{database}-budgets.json"));
+        std::fs::write(&path, serde_json::to_vec(&bench_budgets(a.budgets))?)?;
+        extra.push((
+            "COSTPIPE_BUDGETS_FILE".to_string(),
+            path.display().to_string(),
+        ));
+    }
     let ch = ch_client(&common.clickhouse_url);
     let ch_pid = stack_pid(&common.stack_dir, "clickhouse");
     let broker_pid = stack_pid(&common.stack_dir, "kafka");
@@ -956,6 +1030,7 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
     let mut agg_ch_cpu = Vec::new();
     let mut agg_rss = Vec::new();
     let mut ratios = Vec::new();
+    let (mut with_budgets, mut budget_ratios) = (Vec::new(), Vec::new());
     for round in 1..=a.rounds {
         let mut raw1 = f64::NAN;
         for &t in &threads {
@@ -981,9 +1056,20 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
             raw.entry(t).or_default().push(r.rate());
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let r = aggregator_round(common, &a.agg).await?;
+        let none = AggArgs {
+            budgets: 0,
+            ..a.agg.clone()
+        };
+        let r = aggregator_round(common, &none).await?;
         println!("round {round}: {}", r.line());
         tokio::time::sleep(Duration::from_secs(5)).await;
+        if a.agg.budgets > 0 {
+            let b = aggregator_round(common, &a.agg).await?;
+            println!("round {round} with {} budgets: {}", a.agg.budgets, b.line());
+            with_budgets.push(b.rate());
+            budget_ratios.push(b.rate() / r.rate());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
         ratios.push(r.rate() / raw1);
         agg_rates.push(r.rate());
         agg_cpu.push(r.cpu_stream_s * 1e6 / r.stored as f64);
@@ -1013,6 +1099,19 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
         median(agg_rates.clone()),
         fmt(&agg_rates)
     );
+    if a.agg.budgets > 0 {
+        println!(
+            "| costpipe-aggregator with {} budgets, first row to last | {:.0} | {} |",
+            a.agg.budgets,
+            median(with_budgets.clone()),
+            fmt(&with_budgets)
+        );
+        println!(
+            "\nwith {} budgets / with none (same round): median {:.1} %",
+            a.agg.budgets,
+            median(budget_ratios.clone()) * 100.0
+        );
+    }
     println!(
         "\naggregator / raw (1 thread, same round): median {:.1} % (rounds: {})",
         median(ratios.clone()) * 100.0,

@@ -2,6 +2,10 @@
 //! seen at the start (the table as it is now), and then, for followers, every later record.
 //! A record is `(key, value)`; a `None` value is a tombstone. Callers keep the latest value
 //! per key; what the values mean is theirs.
+//!
+//! "The end" is the partitions' high watermarks at the start, and then no record for
+//! [`SETTLE`]: tansu (the local broker) reports a batch's high watermark short of its last
+//! record, so the watermark alone stopped reading after the first record of a batch.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -13,6 +17,10 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::Error;
+
+/// How long no record may arrive, once every high watermark is reached, before the table
+/// counts as read.
+pub const SETTLE: Duration = Duration::from_millis(500);
 
 /// One record of a compacted topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +80,11 @@ pub fn read_to_end(
     let (consumer, mut remaining) = consumer(brokers, topic, timeout)?;
     remaining.retain(|_, high| *high > 0);
     let mut out = Vec::new();
-    while !remaining.is_empty() {
+    let mut quiet_since = Instant::now();
+    loop {
+        if remaining.is_empty() && quiet_since.elapsed() >= SETTLE {
+            return Ok(out);
+        }
         if started.elapsed() > timeout {
             return Err(Error::Timeout {
                 what: format!("reading topic {topic} to its end"),
@@ -83,16 +95,14 @@ pub fn read_to_end(
             continue;
         };
         let msg = msg?;
+        quiet_since = Instant::now();
         if let Some(high) = remaining.get(&msg.partition()) {
-            if msg.offset() < *high {
-                out.push(record_of(&msg));
-            }
             if msg.offset() + 1 >= *high {
                 remaining.remove(&msg.partition());
             }
         }
+        out.push(record_of(&msg));
     }
-    Ok(out)
 }
 
 /// Follows `topic` on a thread: every record from the beginning, `CaughtUp` once the records
@@ -111,15 +121,17 @@ pub fn follow(
         .name(format!("follow-{topic}"))
         .spawn(move || {
             let mut caught_up = false;
+            let mut quiet_since = Instant::now();
             loop {
-                if !caught_up && remaining.is_empty() {
+                if !caught_up && remaining.is_empty() && quiet_since.elapsed() >= SETTLE {
                     caught_up = true;
                     if tx.send(TableUpdate::CaughtUp).is_err() {
                         return;
                     }
                 }
-                match consumer.poll(Duration::from_millis(200)) {
+                match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(msg)) => {
+                        quiet_since = Instant::now();
                         if let Some(high) = remaining.get(&msg.partition()) {
                             if msg.offset() + 1 >= *high {
                                 remaining.remove(&msg.partition());

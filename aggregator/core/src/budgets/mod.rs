@@ -9,6 +9,7 @@
 pub mod book;
 pub mod budget;
 pub mod calendar;
+pub mod forecast;
 pub mod ladder;
 pub mod ownership;
 pub mod spend;

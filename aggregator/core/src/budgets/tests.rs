@@ -10,7 +10,8 @@ use rust_decimal_macros::dec;
 
 use costpipe_pricing::Catalog;
 use costpipe_schemas::{
-    BudgetControl, BudgetDefinition, BudgetLevel, CalendarUnit, RollingWindow, RungAction,
+    BudgetControl, BudgetDefinition, BudgetLevel, CalendarUnit, ControlKind, RollingWindow,
+    RungAction,
 };
 
 use super::*;
@@ -185,7 +186,8 @@ fn rollover_recovers_on_a_tick_with_no_spend_across_dst_and_month_end() {
     assert_eq!(up[0].period_start, Some(ms("2026-09-30T22:00:00Z")));
     assert_eq!(up[0].period_end, Some(ms("2026-10-31T23:00:00Z")));
     b.handle_tick(ms("2026-10-31T22:59:59.999Z"));
-    assert!(drain(&mut b).is_empty(), "still October in Paris");
+    let early = drain(&mut b);
+    assert!(early.is_empty(), "still October in Paris: {early:#?}");
     b.handle_tick(ms("2026-10-31T23:00:00Z"));
     let down = drain(&mut b);
     assert_eq!(levels(&down), [BudgetLevel::Ok]);
@@ -707,4 +709,193 @@ proptest! {
         let got: Vec<_> = out.iter().map(|c| (c.level, c.spend.parse::<Decimal>().unwrap())).collect();
         prop_assert_eq!(got, expected);
     }
+}
+
+proptest! {
+    /// The tenant index finds exactly the budgets a full scan of every scope would.
+    #[test]
+    fn indexed_matching_equals_a_full_scan(
+        scopes in proptest::collection::vec(
+            (0usize..3, proptest::option::of(0usize..3), proptest::option::of(0usize..3), proptest::option::of(0usize..2)),
+            1..40,
+        ),
+        events in proptest::collection::vec((0usize..3, 0usize..3, 0usize..3, 0usize..2), 1..20),
+    ) {
+        let tenants = ["a", "b", "c"];
+        let depts = ["d0", "d1", "d2"];
+        let feats = ["f0", "f1", "f2"];
+        let models = ["gpt-4o", "gpt-4o-mini"];
+        let t = ms("2026-11-10T12:00:00Z");
+        let cat = catalog();
+        let mut b = book();
+        for (i, (tenant, dept, feat, model)) in scopes.iter().enumerate() {
+            let mut scope = serde_json::Map::new();
+            // Every third budget names no tenant (global or other dimensions only).
+            if i % 3 != 2 {
+                scope.insert("tenant".into(), tenants[*tenant].into());
+            }
+            if let Some(d) = dept { scope.insert("department".into(), depts[*d].into()); }
+            if let Some(f) = feat { scope.insert("feature".into(), feats[*f].into()); }
+            if let Some(m) = model { scope.insert("model".into(), models[*m].into()); }
+            add(&mut b, &format!("b{i}"), serde_json::json!({"scope": scope, "period": {"calendar": "day"},
+                "limit": "1000000", "currency": "USD"}), t);
+        }
+        for (n, (tenant, dept, feat, model)) in events.iter().enumerate() {
+            let before: Vec<Decimal> = (0..scopes.len()).map(|i| b.spend_of(&format!("b{i}"), t).unwrap()).collect();
+            let facts = SpendFacts {
+                tenant: tenants[*tenant],
+                department: Some(depts[*dept]),
+                user: None,
+                project: None,
+                feature: Some(feats[*feat]),
+                model: Some(models[*model]),
+                api_key: None,
+                at_ms: t + n as i64,
+                amount: dec!(1),
+                currency: "USD",
+                event_id: None,
+            };
+            b.handle_spend(&facts, &cat, t + n as i64, SpendMode::Live);
+            for (i, (bt, bd, bf, bm)) in scopes.iter().enumerate() {
+                let matches = (i % 3 == 2 || bt == tenant)
+                    && bd.is_none_or(|d| d == *dept)
+                    && bf.is_none_or(|f| f == *feat)
+                    && bm.is_none_or(|m| m == *model);
+                let after = b.spend_of(&format!("b{i}"), t).unwrap();
+                prop_assert_eq!(after - before[i], if matches { dec!(1) } else { dec!(0) }, "budget b{}", i);
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Crash simulation: a climb of random amounts with crashes at random points. Before a
+    /// crash, some events are committed to the store and some control records published;
+    /// the restarted book restores what was published (the control topic) and the committed
+    /// spend (the store), then replays the rest. Whatever the crash points, consumers see
+    /// at most one control id per level (one logical transition), no recovery in the
+    /// period, and the final level last.
+    #[test]
+    fn crashes_leave_one_transition_per_level(
+        amounts in proptest::collection::vec(1i64..2500, 5..60),
+        crashes in proptest::collection::vec((0usize..60, 0usize..60, any::<bool>()), 0..4),
+    ) {
+        let t = ms("2026-11-10T12:00:00Z");
+        let cat = catalog();
+        let amount = |i: usize| Decimal::new(amounts[i], 2);
+        let mut topic: Vec<BudgetControl> = Vec::new();
+        let mut committed = 0usize; // events in the store
+        let mut next = 0usize; // next event to process
+        let mut b = book();
+        add(&mut b, "sim", dept_day(), t);
+        let mut crash_at: Vec<(usize, usize, bool)> = crashes.clone();
+        crash_at.sort();
+        let mut pending: Vec<BudgetControl> = Vec::new();
+        while next < amounts.len() {
+            let now = t + next as i64;
+            b.handle_spend(&spend("acme", "research", amount(next), "USD", now), &cat, now, SpendMode::Live);
+            next += 1;
+            pending.extend(drain(&mut b));
+            if let Some(pos) = crash_at.iter().position(|(at, _, _)| *at == next) {
+                let (_, commit, publish) = crash_at.remove(pos);
+                // Some of what was decided reached the topic, some of the events the store.
+                if publish {
+                    topic.append(&mut pending);
+                }
+                pending.clear();
+                committed = committed.max(commit.min(next));
+                let mut restarted = book();
+                if let Some(last) = topic.last() {
+                    restarted.restore_published(last);
+                }
+                add_pending(&mut restarted, "sim", dept_day(), now);
+                for i in 0..committed {
+                    restarted.handle_spend(&spend("acme", "research", amount(i), "USD", t + i as i64), &cat, now, SpendMode::Restore(&|_| true));
+                }
+                restarted.mark_backfilled("sim", now);
+                restarted.handle_tick(now);
+                pending.extend(drain(&mut restarted));
+                next = committed; // replay what the store does not have
+                b = restarted;
+            } else {
+                topic.append(&mut pending);
+                committed = next;
+            }
+        }
+        topic.append(&mut pending);
+        let total: Decimal = (0..amounts.len()).map(amount).sum();
+        let expected: Vec<BudgetLevel> = [(dec!(50), BudgetLevel::Warning), (dec!(80), BudgetLevel::Downgrade), (dec!(100), BudgetLevel::Block)]
+            .iter().filter(|(at, _)| total >= *at).map(|(_, l)| *l).collect();
+        let mut ids: std::collections::BTreeMap<BudgetLevel, BTreeSet<String>> = Default::default();
+        for c in &topic {
+            ids.entry(c.level).or_default().insert(c.control_id.clone());
+        }
+        prop_assert!(!ids.contains_key(&BudgetLevel::Ok), "no recovery: {:?}", levels(&topic));
+        // A jump over a rung publishes only the level reached, so the levels published are
+        // some of those up to the final one, which is last.
+        prop_assert!(ids.keys().all(|l| expected.contains(l)), "{:?}", levels(&topic));
+        for (level, set) in &ids {
+            prop_assert_eq!(set.len(), 1, "one id for {}", level);
+        }
+        prop_assert_eq!(topic.last().map(|c| c.level), expected.last().copied());
+    }
+}
+
+#[test]
+fn a_month_forecast_over_the_limit_fires_once_per_period() {
+    let mut b = book();
+    let start = ms("2026-11-01T00:00:00Z");
+    add(
+        &mut b,
+        "fc",
+        serde_json::json!({"scope": {"tenant": "acme"}, "period": {"calendar": "month"},
+            "limit": "100", "currency": "USD"}),
+        start,
+    );
+    let cat = catalog();
+    // 4 USD at the start of each of November's first 10 days (UTC).
+    for day in 0..10 {
+        let at = start + day * 86_400_000;
+        b.handle_spend(
+            &spend("acme", "d", dec!(4), "USD", at),
+            &cat,
+            at,
+            SpendMode::Live,
+        );
+    }
+    assert!(drain(&mut b).is_empty(), "40 of 100 is below every rung");
+    // On Nov 11 00:00: spent 40 over 10 days; the trend window (Nov 4 .. Nov 11) holds 28
+    // over 7 days: correction (28 × 10) / (40 × 7) = 1; projected 40 × 30 / 10 = 120 > 100.
+    let now = ms("2026-11-11T00:00:00Z");
+    b.handle_tick(now);
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(f.kind, ControlKind::Forecast);
+    assert_eq!(f.forecast_spend.as_deref(), Some("120"));
+    assert_eq!(f.spend, "40");
+    assert_eq!(f.level, BudgetLevel::Ok);
+    assert!(f.method.as_deref().is_some_and(|m| m.contains("7 days")));
+    b.handle_tick(now + 1000);
+    assert!(drain(&mut b).is_empty(), "once per period");
+    // A restarted book that read the forecast back does not fire it again.
+    let mut again = book();
+    again.restore_published(f);
+    add(
+        &mut again,
+        "fc",
+        serde_json::json!({"scope": {"tenant": "acme"}, "period": {"calendar": "month"},
+            "limit": "100", "currency": "USD"}),
+        now,
+    );
+    again.handle_spend(
+        &spend("acme", "d", dec!(40), "USD", now - 1),
+        &cat,
+        now,
+        SpendMode::Live,
+    );
+    again.handle_tick(now + 2000);
+    assert!(drain(&mut again)
+        .iter()
+        .all(|c| c.kind != ControlKind::Forecast));
 }
