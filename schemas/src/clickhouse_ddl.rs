@@ -154,7 +154,10 @@ mod tests {
         for m in MIGRATIONS {
             let sql = m.render("costpipe");
             assert!(
-                sql.contains("IF NOT EXISTS") || sql.contains("DROP INDEX IF EXISTS"),
+                sql.contains("IF NOT EXISTS")
+                    || sql.contains("DROP INDEX IF EXISTS")
+                    // Setting a view's query again to the same query changes nothing.
+                    || sql.contains(" MODIFY QUERY\n"),
                 "{} must be idempotent",
                 m.name
             );
