@@ -10,5 +10,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /src/target/release/costpipe-aggregator /src/target/release/costpipe-billing \
      /src/target/release/costpipe-loadgen /src/target/release/costpipe-controls \
      /src/target/release/costpipe-ingest-http /src/target/release/costpipe-deadletters \
-     /src/target/release/costpipe-reprice /usr/local/bin/
+     /src/target/release/costpipe-reprice /src/target/release/costpipe-gateway-example \
+     /src/target/release/costpipe-stub-provider /usr/local/bin/
 USER 65534

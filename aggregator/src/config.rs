@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use rust_decimal::Decimal;
 
-use costpipe_aggregator_core::{BudgetPolicy, EpochPolicy};
+use costpipe_aggregator_core::EpochPolicy;
 use costpipe_clickhouse::ClickHouseArgs;
 use costpipe_kafka::{KafkaArgs, DEFAULT_MAX_VALUE_BYTES};
 
@@ -81,15 +81,28 @@ pub struct AggregatorConfig {
     /// Seal a partition epoch after it has been open this long, in milliseconds.
     #[arg(long, env = "COSTPIPE_EPOCH_MAX_AGE_MS", default_value_t = 1_000)]
     pub epoch_max_age_ms: i64,
-    /// Monthly limit of tenants without their own (unset: such tenants are not budgeted).
-    #[arg(long, env = "COSTPIPE_BUDGET_DEFAULT_LIMIT")]
-    pub budget_default_limit: Option<Decimal>,
-    /// Per-tenant monthly limits, e.g. `acme=500,globex=120.50`.
+    /// Compacted topic of budget definitions (JSON keyed by budget id; a tombstone deletes).
+    #[arg(
+        long,
+        env = "COSTPIPE_BUDGET_TOPIC",
+        default_value = "costpipe.budgets.v1"
+    )]
+    pub budget_topic: String,
+    /// Budgets file (JSON array or TOML `[[budgets]]`) seeding the budgets topic with the
+    /// budgets it does not have yet.
+    #[arg(long, env = "COSTPIPE_BUDGETS_FILE")]
+    pub budgets_file: Option<std::path::PathBuf>,
+    /// Legacy shorthand: per-tenant monthly limits, e.g. `acme=500,globex=120.50`, seeded as
+    /// budgets `tenant:<tenant>:month` (notify 80 %, throttle 95 %, block 100 %).
     #[arg(long, env = "COSTPIPE_BUDGET_LIMITS", default_value = "")]
     pub budget_limits: String,
-    /// Currency of the limits; spend in other currencies is not counted against them.
+    /// Currency of the legacy limits.
     #[arg(long, env = "COSTPIPE_BUDGET_CURRENCY", default_value = "USD")]
     pub budget_currency: String,
+    /// How often every budget is re-evaluated without new spend (period rollovers, override
+    /// expiries, rolling windows sliding), in milliseconds.
+    #[arg(long, env = "COSTPIPE_BUDGET_TICK_MS", default_value_t = 1_000)]
+    pub budget_tick_ms: i64,
     /// Confluent-compatible schema registry to fetch unknown schema ids from (optional; the
     /// compiled-in schemas are always known).
     #[arg(long, env = "COSTPIPE_SCHEMA_REGISTRY_URL")]
@@ -175,16 +188,6 @@ impl AggregatorConfig {
         Ok(EpochPolicy {
             max_records: self.epoch_max_records,
             max_age_ms: self.epoch_max_age_ms,
-        })
-    }
-
-    /// The budget policy, with limits parsed and checked.
-    pub fn budget_policy(&self) -> anyhow::Result<BudgetPolicy> {
-        Ok(BudgetPolicy {
-            default_limit: self.budget_default_limit,
-            tenant_limits: parse_limits(&self.budget_limits)?,
-            thresholds: BudgetPolicy::default_thresholds(),
-            currency: self.budget_currency.clone(),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Kafka outputs: dead letters (original bytes, reason in headers, through the shared
 //! `costpipe_kafka::DeadLetterProducer`, which caps their size) and budget control records
-//! (Avro, keyed by scope, on the compacted control topic).
+//! (Avro v2, keyed by budget id, on the compacted control topic).
 
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ pub async fn publish_controls(
 ) -> anyhow::Result<()> {
     let encoded: Vec<(String, Vec<u8>)> = controls
         .iter()
-        .map(|c| Ok((c.scope_key.clone(), codec.encode(c)?)))
+        .map(|c| Ok((c.budget_id.clone(), codec.encode(c)?)))
         .collect::<anyhow::Result<_>>()?;
     let sends = encoded.iter().map(|(key, payload)| {
         let send = producer.send(

@@ -3,7 +3,10 @@
 //! catalog reloading, metrics, and the run loop. Binaries: `costpipe-aggregator` and
 //! `costpipe-reprice`.
 
+pub mod budget_shell;
+pub mod budget_source;
 pub mod catalog_reload;
+pub mod clickhouse_budgets;
 pub mod clickhouse_reprice;
 pub mod clickhouse_store;
 pub mod config;

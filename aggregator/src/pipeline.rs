@@ -5,28 +5,30 @@
 //! Records are decoded, priced, deduplicated and added to the windows by the core as they
 //! arrive. Sealed epochs go to the [`EpochSink`] task, which writes them (dead letters →
 //! intent → fenced rows → commit) while consumption goes on; its bounded queue is the
-//! backpressure during a ClickHouse outage. When an epoch is stored, its tenants' budgets
-//! are evaluated from the in-memory calendar totals and level changes published.
+//! backpressure during a ClickHouse outage. Budgets are updated from memory by every
+//! accepted event and re-evaluated on a tick (rollovers); their control records go to the
+//! control publisher task (`budget_shell`), which publishes them in order and records them
+//! in ClickHouse.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use costpipe_aggregator_core::{
-    BudgetTracker, EpochWrite, Period, Processor, RecentIds, RecentIdsPolicy, RetryPolicy,
-    SourceRecord,
+    EpochWrite, Processor, RecentIds, RecentIdsPolicy, RetryPolicy, SourceRecord,
 };
 use costpipe_kafka::{DeadLetterProducer, RegistryClient, TopicSpec};
 use costpipe_pricing::Catalog;
-use costpipe_schemas::{BudgetControl, ControlCodec, ValidationLimits};
+use costpipe_schemas::ValidationLimits;
 
+use crate::budget_shell::BudgetShell;
 use crate::catalog_reload::{CatalogWatcher, ReloadOutcome};
 use crate::clickhouse_store::ClickHouseStore;
 use crate::config::AggregatorConfig;
@@ -34,7 +36,10 @@ use crate::epoch_sink::{EpochSink, SinkReport};
 use crate::kafka_sinks;
 use crate::kafka_source::{self, PartitionChange, RestoreSettings, UsageConsumer};
 use crate::live::{LiveReply, LiveRequest};
-use crate::telemetry::{LevelLabel, Metrics, OutcomeLabel, ReasonLabel};
+use crate::telemetry::{Metrics, OutcomeLabel, ReasonLabel};
+
+/// Records taken from the consumer per turn of the main loop.
+const RECORDS_PER_TURN: usize = 256;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -45,11 +50,9 @@ pub struct Pipeline {
     config: AggregatorConfig,
     store: ClickHouseStore,
     consumer: Arc<UsageConsumer>,
-    producer: FutureProducer,
     dead_letters: Option<DeadLetterProducer>,
-    control_codec: ControlCodec,
     processor: Processor,
-    budgets: BudgetTracker,
+    budgets: BudgetShell,
     catalog: Arc<Catalog>,
     metrics: Metrics,
     catalog_watcher: Option<CatalogWatcher>,
@@ -119,7 +122,11 @@ impl Pipeline {
         })
         .with_watermarks(watermarks)
         .with_zone(config.zone()?);
-        let budgets = BudgetTracker::new(config.budget_policy()?);
+        let mut processor = processor;
+        let budgets =
+            BudgetShell::start(&config, &store, &producer, &mut processor, metrics.clone())
+                .await
+                .context("loading budgets")?;
         let catalog_watcher = config.catalog.clone().map(CatalogWatcher::new);
         let registry = config
             .schema_registry_url
@@ -133,9 +140,7 @@ impl Pipeline {
             config,
             store,
             consumer,
-            producer,
             dead_letters: Some(dead_letters),
-            control_codec: ControlCodec::control_v1(),
             processor,
             budgets,
             catalog,
@@ -174,33 +179,53 @@ impl Pipeline {
                 _ = tick.tick() => {
                     self.apply_partition_changes().await;
                     self.seal_and_send(&sink, false).await?;
+                    self.budgets.on_tick(&mut self.processor, &self.store, now_ms()).await;
                 }
                 Some(report) = reports.recv() => self.handle_report(report).await,
                 Some(request) = self.live.recv() => self.answer_live(request).await,
                 msg = consumer.recv() => {
-                    let msg = match msg {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "consumer error");
-                            continue;
+                    // Records already fetched are taken without another turn of the select
+                    // (its timers and channels cost more than a record's own work), a bounded
+                    // number at a time so that ticks and reports still get their turn.
+                    let mut next = Some(msg);
+                    let mut taken = 0usize;
+                    // One clock read per turn: the records of a turn arrive within
+                    // microseconds, and the epoch age and lateness work in milliseconds.
+                    let mut now = now_ms();
+                    while let Some(msg) = next.take() {
+                        taken += 1;
+                        if taken < RECORDS_PER_TURN {
+                            next = consumer.recv().now_or_never();
                         }
-                    };
-                    self.apply_partition_changes().await;
-                    if let Some(payload) = msg.payload() {
-                        self.learn_schema_of(payload).await;
-                    }
-                    let rec = SourceRecord {
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        key: msg.key(),
-                        payload: msg.payload(),
-                    };
-                    // Counted when their epoch is stored, so that a rebuilt epoch is not counted twice.
-                    self.processor.handle_record(rec, now_ms());
-                    since_check += 1;
-                    if since_check >= 1024 {
-                        since_check = 0;
-                        self.seal_and_send(&sink, false).await?;
+                        let msg = match msg {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "consumer error");
+                                continue;
+                            }
+                        };
+                        if self.apply_partition_changes().await {
+                            // A take-up can wait on ClickHouse for a while.
+                            now = now_ms();
+                        }
+                        if let Some(payload) = msg.payload() {
+                            self.learn_schema_of(payload).await;
+                        }
+                        let rec = SourceRecord {
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                            key: msg.key(),
+                            payload: msg.payload(),
+                        };
+                        // Counted when their epoch is stored, so that a rebuilt epoch is not
+                        // counted twice.
+                        self.processor.handle_record(rec, now);
+                        self.budgets.forward(&mut self.processor);
+                        since_check += 1;
+                        if since_check >= 1024 {
+                            since_check = 0;
+                            self.seal_and_send(&sink, false).await?;
+                        }
                     }
                 }
             }
@@ -212,6 +237,8 @@ impl Pipeline {
         while let Some(report) = reports.recv().await {
             self.handle_report(report).await;
         }
+        self.budgets.forward(&mut self.processor);
+        self.budgets.shutdown().await;
         Ok(())
     }
 
@@ -297,12 +324,6 @@ impl Pipeline {
                         tracing::debug!(error = %e, "offset commit failed (progress display only)");
                     }
                 }
-                let tenants: BTreeSet<String> = epoch
-                    .events
-                    .iter()
-                    .map(|e| e.event.tenant_id.clone())
-                    .collect();
-                self.evaluate_budgets(tenants).await;
             }
             SinkReport::Fenced {
                 partition,
@@ -329,12 +350,13 @@ impl Pipeline {
         }
     }
 
-    async fn apply_partition_changes(&mut self) {
+    /// Applies pending assignments and revocations; whether there were any.
+    async fn apply_partition_changes(&mut self) -> bool {
         let changes = self.consumer.context().take_changes();
         if changes.is_empty() {
-            return;
+            return false;
         }
-        let mut restored_tenants = BTreeSet::new();
+        let mut taken_up = BTreeSet::new();
         for change in changes {
             match change {
                 PartitionChange::Assigned(taken) => {
@@ -358,9 +380,9 @@ impl Pipeline {
                         ) {
                             tracing::error!(partition = p, tenant = %m.tenant_id, error = %e, "window minute not restored");
                         }
-                        restored_tenants.insert(m.tenant_id.clone());
                     }
                     self.generations.insert(p, taken.generation);
+                    taken_up.insert(p);
                     self.metrics.restore_seconds.observe(taken.restore_seconds);
                 }
                 PartitionChange::Revoked(p) => {
@@ -372,57 +394,12 @@ impl Pipeline {
         self.metrics
             .assigned_partitions
             .set(self.processor.assigned().count() as i64);
-        // Publish the current level of restored tenants, so that a level decided before a
-        // crash but not yet published is not lost.
-        self.evaluate_budgets(restored_tenants).await;
-    }
-
-    /// Evaluates the budgets of `tenants` from the in-memory month-to-date totals and
-    /// publishes level changes. Tenants billed in another currency than the limits are not
-    /// evaluated (conversion comes with the budgets work).
-    async fn evaluate_budgets(&mut self, tenants: BTreeSet<String>) {
-        let now = now_ms();
-        let period = Period::of_millis(now);
-        let currency = self.budgets.policy().currency.clone();
-        let mut controls: Vec<BudgetControl> = Vec::new();
-        for tenant in tenants {
-            if self.budgets.policy().limit_of(&tenant).is_none()
-                || self.catalog.billing_currency(&tenant).as_ref() != currency.as_str()
-            {
-                continue;
-            }
-            let Some(spend) = self.processor.month_spend(&tenant, now) else {
-                continue;
-            };
-            controls.extend(self.budgets.evaluate(&tenant, period, spend, now));
-        }
-        if controls.is_empty() {
-            return;
-        }
-        if let Err(e) = kafka_sinks::publish_controls(
-            &self.producer,
-            &self.control_codec,
-            &self.config.control_topic,
-            &controls,
-        )
-        .await
-        {
-            // The tracker already moved on; forget the tenants so the next epoch republishes.
-            tracing::error!(error = %format!("{e:#}"), "budget controls not published; will retry");
-            for c in &controls {
-                self.budgets.forget(&c.tenant_id);
-            }
-            return;
-        }
-        for c in &controls {
-            tracing::info!(tenant = %c.tenant_id, period = %c.period, level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, "budget level published");
-            self.metrics
-                .control_events
-                .get_or_create(&LevelLabel {
-                    level: c.level.to_string(),
-                })
-                .inc();
-        }
+        // Budgets follow the assignment: restore the new partitions' budget spend (one
+        // query) and what was published for them, before their records are consumed.
+        self.budgets
+            .on_assignment(&mut self.processor, &self.store, &taken_up, now_ms())
+            .await;
+        true
     }
 
     async fn answer_live(&mut self, request: LiveRequest) {
@@ -539,6 +516,11 @@ pub fn pipeline_topics(config: &AggregatorConfig) -> Vec<TopicSpec> {
             name: config.dead_letter_topic.clone(),
             partitions: 1,
             compacted: false,
+        },
+        TopicSpec {
+            name: config.budget_topic.clone(),
+            partitions: 1,
+            compacted: true,
         },
     ]
 }

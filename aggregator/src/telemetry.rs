@@ -38,6 +38,8 @@ pub struct Metrics {
     pub epochs_written: Counter,
     pub epochs_replayed: Counter,
     pub control_events: Family<LevelLabel, Counter>,
+    /// Budgets loaded.
+    pub budgets: Gauge,
     pub flush_seconds_total: Counter<f64, AtomicU64>,
     pub assigned_partitions: Gauge,
     pub catalog_reloads: Family<OutcomeLabel, Counter>,
@@ -61,6 +63,7 @@ impl Metrics {
             epochs_written: Counter::default(),
             epochs_replayed: Counter::default(),
             control_events: Family::default(),
+            budgets: Gauge::default(),
             flush_seconds_total: Counter::default(),
             assigned_partitions: Gauge::default(),
             catalog_reloads: Family::default(),
@@ -126,6 +129,7 @@ impl Metrics {
             "Budget level changes published, by new level",
             m.control_events.clone(),
         );
+        registry.register("budgets", "Budgets loaded", m.budgets.clone());
         registry.register(
             "flush_seconds",
             "Time spent writing epochs",

@@ -1,18 +1,39 @@
-//! Kafka adapter: reads the control topic from the beginning into a [`BudgetTable`].
+//! Kafka adapter: loads the whole compacted control topic into a [`BudgetTable`] (every
+//! partition read up to the high watermark it had at start before the view reports ready),
+//! then follows it. Tombstones delete a budget; FORECAST and SPIKE records are ignored;
+//! undecodable or unenforceable records are logged and skipped (the budget keeps its last
+//! good state). Broker trouble is retried with backoff on the follower's own thread; the
+//! view's [`Freshness`] says how stale it is.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use costpipe_schemas::{BudgetControl, ControlCodec};
 
-use crate::table::BudgetTable;
+use crate::convert::state_of;
+use crate::core::staleness::Freshness;
+use crate::core::table::BudgetTable;
 
-fn consumer(brokers: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
+/// Network timeout of every metadata and watermark request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a caught-up follower re-checks that it is still at the end.
+const RECHECK: Duration = Duration::from_secs(1);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A consumer assigned every partition of `topic` from the beginning, and the high
+/// watermark of each at that moment.
+fn open(brokers: &str, topic: &str) -> anyhow::Result<(BaseConsumer, Vec<(i32, i64)>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
@@ -20,57 +41,205 @@ fn consumer(brokers: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
             format!("costpipe-gateway-{}", uuid::Uuid::new_v4()),
         )
         .set("enable.auto.commit", "false")
+        .set("socket.timeout.ms", "10000")
         .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "control topic {topic} has no partitions yet"
+    );
     let mut tpl = TopicPartitionList::new();
-    // The control topic has one partition: one ordered history of levels.
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    let mut targets = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        let (_, high) = consumer.fetch_watermarks(topic, p, REQUEST_TIMEOUT)?;
+        targets.push((p, high));
+    }
     consumer.assign(&tpl)?;
-    Ok(consumer)
+    Ok((consumer, targets))
 }
 
-/// Every control record from the beginning until none arrives for `idle`, in order.
-pub fn read_all(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<Vec<BudgetControl>> {
-    let consumer = consumer(brokers, topic)?;
-    let codec = ControlCodec::control_v1();
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < idle {
-        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
-            let msg = msg?;
-            if let Some(payload) = msg.payload() {
-                out.push(codec.decode(payload)?);
+/// What one message does to the table.
+enum Record {
+    Set(Box<crate::core::state::ControlState>),
+    Delete(String),
+    Ignore,
+}
+
+fn record(codec: &ControlCodec, msg: &BorrowedMessage<'_>) -> Result<Record, String> {
+    match msg.payload() {
+        None => Ok(msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map_or(Record::Ignore, |k| Record::Delete(k.to_owned()))),
+        Some(bytes) => {
+            let control: BudgetControl = codec.decode(bytes).map_err(|e| e.to_string())?;
+            match state_of(&control).map_err(|e| e.to_string())? {
+                Some(state) => Ok(Record::Set(Box::new(state))),
+                None => Ok(Record::Ignore),
             }
-            last = Instant::now();
         }
     }
-    Ok(out)
 }
 
-/// Follows the control topic on a background thread, keeping `table` current. Undecodable
-/// records are skipped with a message on stderr (the table keeps the last good level).
-pub fn follow(brokers: &str, topic: &str) -> anyhow::Result<Arc<RwLock<BudgetTable>>> {
-    let consumer = consumer(brokers, topic)?;
-    let table = Arc::new(RwLock::new(BudgetTable::default()));
-    let shared = table.clone();
+/// The shared view a follower keeps current.
+#[derive(Clone, Default)]
+pub struct Follower {
+    /// The budgets.
+    pub table: Arc<RwLock<BudgetTable>>,
+    /// When records were applied and the end last reached.
+    pub freshness: Arc<Mutex<Freshness>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Follower {
+    /// Whether the initial load reached the high watermarks of every partition.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Waits until ready or `timeout` passes; whether it is ready.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while !self.is_ready() && start.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.is_ready()
+    }
+
+    fn apply(&self, r: Record) {
+        let Ok(mut table) = self.table.write() else {
+            return;
+        };
+        match r {
+            Record::Set(state) => {
+                table.apply(*state);
+            }
+            Record::Delete(id) => {
+                table.remove(&id);
+            }
+            Record::Ignore => return,
+        }
+        drop(table);
+        if let Ok(mut f) = self.freshness.lock() {
+            f.last_record_ms = Some(now_ms());
+        }
+    }
+
+    fn caught_up(&self) {
+        if let Ok(mut f) = self.freshness.lock() {
+            f.caught_up_ms = Some(now_ms());
+        }
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Reads until every partition's position reaches its target; then follows.
+    fn run(&self, brokers: &str, topic: &str) -> anyhow::Result<()> {
+        let (consumer, mut targets) = open(brokers, topic)?;
+        let codec = ControlCodec::current();
+        let mut positions: Vec<(i32, i64)> = targets.iter().map(|&(p, _)| (p, 0)).collect();
+        let mut last_check = Instant::now();
+        loop {
+            let at_end = targets
+                .iter()
+                .zip(&positions)
+                .all(|(&(_, high), &(_, pos))| pos >= high);
+            if at_end {
+                self.caught_up();
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) => {
+                    if let Some(slot) = positions.iter_mut().find(|(p, _)| *p == msg.partition()) {
+                        slot.1 = msg.offset() + 1;
+                    }
+                    match record(&codec, &msg) {
+                        Ok(r) => self.apply(r),
+                        Err(error) => tracing::warn!(
+                            partition = msg.partition(),
+                            offset = msg.offset(),
+                            error,
+                            "skipping control record"
+                        ),
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    // Idle: once a second, learn the current ends so that "caught up"
+                    // means caught up with what the broker has now.
+                    if self.is_ready() && last_check.elapsed() >= RECHECK {
+                        last_check = Instant::now();
+                        for (p, high) in &mut targets {
+                            *high = consumer.fetch_watermarks(topic, *p, REQUEST_TIMEOUT)?.1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts following `topic` on a background thread; reconnects with backoff (0.1 s doubling
+/// to 10 s) on any broker error, reading the topic again from the beginning (applying is
+/// idempotent, so the table stays right meanwhile).
+pub fn follow(brokers: &str, topic: &str) -> anyhow::Result<Follower> {
+    let follower = Follower::default();
+    let shared = follower.clone();
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     std::thread::Builder::new()
         .name("costpipe-control-follower".into())
         .spawn(move || {
-            let codec = ControlCodec::control_v1();
+            let mut backoff = Duration::from_millis(100);
             loop {
-                match consumer.poll(Duration::from_millis(500)) {
-                    Some(Ok(msg)) => match msg.payload().map(|p| codec.decode(p)) {
-                        Some(Ok(control)) => {
-                            if let Ok(mut t) = shared.write() {
-                                t.apply(control);
-                            }
-                        }
-                        Some(Err(e)) => eprintln!("costpipe-gateway: skipping control record: {e}"),
-                        None => {}
-                    },
-                    Some(Err(e)) => eprintln!("costpipe-gateway: control topic error: {e}"),
-                    None => {}
+                if let Err(e) = shared.run(&brokers, &topic) {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        topic,
+                        "control follower restarting"
+                    );
                 }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         })?;
-    Ok(table)
+    Ok(follower)
+}
+
+/// Every control record of `topic` up to the high watermarks it had when called, in
+/// partition order; for viewers.
+pub fn read_all(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<BudgetControl>> {
+    let (consumer, targets) = open(brokers, topic)?;
+    let codec = ControlCodec::current();
+    let mut positions: Vec<(i32, i64)> = targets.iter().map(|&(p, _)| (p, 0)).collect();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while !targets
+        .iter()
+        .zip(&positions)
+        .all(|(&(_, high), &(_, pos))| pos >= high)
+    {
+        anyhow::ensure!(start.elapsed() < timeout, "timed out reading {topic}");
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = msg?;
+            if let Some(slot) = positions.iter_mut().find(|(p, _)| *p == msg.partition()) {
+                slot.1 = msg.offset() + 1;
+            }
+            if let Some(payload) = msg.payload() {
+                match codec.decode(payload) {
+                    Ok(c) => out.push(c),
+                    Err(e) => eprintln!("skipping control record at offset {}: {e}", msg.offset()),
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -1,11 +1,19 @@
-//! The gateway client: a follower of the compacted budget control topic and a local,
-//! allocation-free `decide()` that gateways call on every request.
+//! The gateway client: a follower of the compacted budget control topic and a local
+//! `decide()` and `reserve()` that gateways call on every request.
 //!
-//! The decision table is pure ([`BudgetTable`]); following Kafka is a thin loop around it
-//! ([`follow`]). It does not depend on the aggregator.
+//! The decisions are pure ([`core`]); following Kafka is a thin loop around them
+//! ([`follower`]); [`convert`] turns Avro control records into the core's state. It does not
+//! depend on the aggregator. `example/` holds the example gateway and the stub provider.
 
+pub mod convert;
+pub mod core;
+pub mod example;
 pub mod follower;
-pub mod table;
 
-pub use follower::{follow, read_all};
-pub use table::{BudgetTable, Decision};
+pub use crate::core::decision::{Action, Decision};
+pub use crate::core::estimate::{Caller, Cost, Usage};
+pub use crate::core::reserve::{Denied, Ledger, LedgerConfig, Reservation};
+pub use crate::core::staleness::{Freshness, StalePolicy, Staleness};
+pub use crate::core::state::{ControlState, Dimension, RequestContext, Scope};
+pub use crate::core::table::BudgetTable;
+pub use follower::{follow, read_all, Follower};

@@ -843,6 +843,21 @@ impl Catalog {
             .map(|(_, list)| list.as_slice())
     }
 
+    /// Whether `currency` is one the catalog uses: the default billing currency, a tenant's,
+    /// a model's price currency, or one side of an exchange rate.
+    pub fn knows_currency(&self, currency: &str) -> bool {
+        &*self.default_billing_currency == currency
+            || self.models.iter().any(|m| &*m.currency == currency)
+            || self
+                .tenants
+                .values()
+                .any(|t| t.billing_currency.as_deref() == Some(currency))
+            || self
+                .rates
+                .iter()
+                .any(|((f, t), _)| &**f == currency || &**t == currency)
+    }
+
     /// The rate converting `from` into `to` at `at_ms`.
     pub fn rate(&self, from: &Arc<str>, to: &Arc<str>, at_ms: i64) -> Option<&ExchangeRate> {
         let list = self.rate_list(from, to)?;

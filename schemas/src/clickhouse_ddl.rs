@@ -112,6 +112,10 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../clickhouse/043_billing_invoices.sql"),
     },
     Migration {
+        name: "050_budget_control_history",
+        sql: include_str!("../clickhouse/050_budget_control_history.sql"),
+    },
+    Migration {
         name: "060_unit_prices_and_cache_savings",
         sql: include_str!("../clickhouse/060_unit_prices_and_cache_savings.sql"),
     },

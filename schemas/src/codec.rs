@@ -14,9 +14,8 @@ use std::sync::Arc;
 use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value, Schema};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::control_event::BudgetControl;
 use crate::error::{DecodeError, EncodeError};
-use crate::registry::{RegisteredSchema, SchemaRegistry, CONTROL_V1_ID, USAGE_V1_ID, USAGE_V2_ID};
+use crate::registry::{RegisteredSchema, SchemaRegistry, USAGE_V1_ID, USAGE_V2_ID};
 use crate::usage_event::UsageEvent;
 use crate::usage_read::{layout_of, read_usage, UsageLayout};
 use crate::wire;
@@ -40,8 +39,6 @@ pub struct Codec<T> {
 
 /// Codec of usage events.
 pub type UsageCodec = Codec<UsageEvent>;
-/// Codec of budget control events.
-pub type ControlCodec = Codec<BudgetControl>;
 
 impl UsageCodec {
     /// Writes usage event v1 (what emitters built before v2 write; `cache_write_1h_tokens`
@@ -58,13 +55,6 @@ impl UsageCodec {
     /// The version new records are written in.
     pub fn current() -> Self {
         Self::usage_v2()
-    }
-}
-
-impl ControlCodec {
-    /// Writes budget control v1.
-    pub fn control_v1() -> Self {
-        Codec::for_id(CONTROL_V1_ID)
     }
 }
 
@@ -93,7 +83,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         })
     }
 
-    fn for_id(id: u32) -> Self {
+    pub(crate) fn for_id(id: u32) -> Self {
         Self::try_for_id(id).expect("built-in schema id")
     }
 
@@ -277,6 +267,8 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
 mod tests {
     use super::*;
     use crate::control_event::BudgetLevel;
+    use crate::control_event_v1::BudgetControlV1;
+    use crate::registry::CONTROL_V1_ID;
     use uuid::Uuid;
 
     fn sample() -> UsageEvent {
@@ -458,8 +450,8 @@ mod tests {
 
     #[test]
     fn control_round_trips() {
-        let codec = ControlCodec::control_v1();
-        let c = BudgetControl {
+        let codec: Codec<BudgetControlV1> = Codec::for_id(CONTROL_V1_ID);
+        let c = BudgetControlV1 {
             scope_key: "tenant:acme".into(),
             scope_kind: "tenant".into(),
             tenant_id: "acme".into(),

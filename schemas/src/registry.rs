@@ -12,6 +12,8 @@ pub const USAGE_V1_ID: u32 = 1;
 pub const CONTROL_V1_ID: u32 = 2;
 /// Schema id of usage event v2 (adds `cache_write_1h_tokens`).
 pub const USAGE_V2_ID: u32 = 3;
+/// Schema id of budget control event v2 (budgets of any scope and period, actions, ids).
+pub const CONTROL_V2_ID: u32 = 4;
 
 /// Subject of usage events: Confluent's `<topic>-value` naming for the default usage topic.
 pub const USAGE_SUBJECT: &str = "costpipe.usage.v1-value";
@@ -27,6 +29,7 @@ pub fn subject_for_topic(topic: &str) -> String {
 const USAGE_V1: &str = include_str!("../avro/usage_event_v1.avsc");
 const CONTROL_V1: &str = include_str!("../avro/budget_control_v1.avsc");
 const USAGE_V2: &str = include_str!("../avro/usage_event_v2.avsc");
+const CONTROL_V2: &str = include_str!("../avro/budget_control_v2.avsc");
 
 /// A parsed schema with its registry coordinates.
 #[derive(Debug)]
@@ -54,6 +57,7 @@ impl SchemaRegistry {
                 (USAGE_V1_ID, USAGE_SUBJECT, 1, USAGE_V1),
                 (CONTROL_V1_ID, CONTROL_SUBJECT, 1, CONTROL_V1),
                 (USAGE_V2_ID, USAGE_SUBJECT, 2, USAGE_V2),
+                (CONTROL_V2_ID, CONTROL_SUBJECT, 2, CONTROL_V2),
             ] {
                 let schema = Schema::parse_str(text).expect("shipped .avsc files parse");
                 by_id.insert(
@@ -86,6 +90,7 @@ impl SchemaRegistry {
             USAGE_V1_ID => Some(USAGE_V1),
             CONTROL_V1_ID => Some(CONTROL_V1),
             USAGE_V2_ID => Some(USAGE_V2),
+            CONTROL_V2_ID => Some(CONTROL_V2),
             _ => None,
         }
     }
@@ -100,6 +105,7 @@ mod tests {
         let reg = SchemaRegistry::builtin();
         assert_eq!(reg.get(USAGE_V1_ID).unwrap().subject, USAGE_SUBJECT);
         assert_eq!(reg.get(CONTROL_V1_ID).unwrap().subject, CONTROL_SUBJECT);
+        assert_eq!(reg.get(CONTROL_V2_ID).unwrap().subject, CONTROL_SUBJECT);
         assert!(reg.get(99).is_none());
         assert_eq!(subject_for_topic("costpipe.usage.v1"), USAGE_SUBJECT);
     }

@@ -5,6 +5,7 @@
 //! Every test gets its own topics and ClickHouse database, so tests run in parallel.
 
 pub mod billing_client;
+pub mod gateway_client;
 pub mod proxy;
 pub mod registry_double;
 
@@ -92,13 +93,19 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Path of a workspace binary next to the test executable (`cargo build --bins` first).
+/// Path of a workspace binary next to the test executable (`cargo build --bins` first), or
+/// in `COSTPIPE_BIN_DIR` when set (a copy of one worktree's binaries, when several
+/// worktrees share a target directory).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    let dir = match std::env::var_os("COSTPIPE_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir")
+            .to_path_buf(),
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -114,6 +121,8 @@ pub struct Names {
     pub usage: String,
     pub control: String,
     pub dead_letters: String,
+    /// Budget definitions (compacted).
+    pub budgets: String,
     pub database: String,
     pub group: String,
 }
@@ -126,6 +135,7 @@ impl Names {
             usage: format!("{id}.usage"),
             control: format!("{id}.control"),
             dead_letters: format!("{id}.dlq"),
+            budgets: format!("{id}.budgets"),
             database: id.replace('.', "_"),
             group: format!("{id}.aggregator"),
         }
@@ -190,6 +200,7 @@ impl Service {
             .env("COSTPIPE_USAGE_TOPIC", &names.usage)
             .env("COSTPIPE_CONTROL_TOPIC", &names.control)
             .env("COSTPIPE_DEAD_LETTER_TOPIC", &names.dead_letters)
+            .env("COSTPIPE_BUDGET_TOPIC", &names.budgets)
             .env("COSTPIPE_GROUP_ID", &names.group)
             .env("COSTPIPE_SESSION_TIMEOUT_MS", "6000")
             .env("COSTPIPE_BUDGET_LIMITS", budget_limits)

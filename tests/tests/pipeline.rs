@@ -196,7 +196,7 @@ async fn ten_thousand_events_land_exactly_and_breaches_are_published() {
     );
 
     // Breaches, read back from the control topic.
-    let codec = ControlCodec::control_v1();
+    let codec = ControlCodec::current();
     let latest = wait_for(
         "BLOCK for acme and WARNING for globex",
         Duration::from_secs(60),
@@ -206,8 +206,8 @@ async fn ten_thousand_events_land_exactly_and_breaches_are_published() {
                 let mut latest = BTreeMap::new();
                 for m in read_topic(&stack.brokers, &names.control, 1) {
                     let c = codec.decode(m.payload()?).expect("control records decode");
-                    assert_eq!(m.key(), Some(c.scope_key.as_bytes()), "keyed by scope");
-                    latest.insert(c.tenant_id.clone(), c);
+                    assert_eq!(m.key(), Some(c.budget_id.as_bytes()), "keyed by budget");
+                    latest.insert(c.tenant_id.clone().unwrap_or_default(), c);
                 }
                 let done = latest
                     .get("acme")

@@ -61,12 +61,14 @@ pub(crate) struct OpenEpoch {
 }
 
 impl OpenEpoch {
-    pub fn new(start_offset: i64, opened_at_ms: i64) -> Self {
+    /// An epoch from `start_offset`, with room for `expected_events` before its event
+    /// list must grow (growing a list of a few hundred thousand events copies all of them).
+    pub fn new(start_offset: i64, opened_at_ms: i64, expected_events: usize) -> Self {
         OpenEpoch {
             start_offset,
             next_offset: start_offset,
             opened_at_ms,
-            events: Vec::new(),
+            events: Vec::with_capacity(expected_events),
             dead_letters: Vec::new(),
             duplicates: Vec::new(),
         }

@@ -6,7 +6,7 @@
 //! epochs out with [`Processor::seal_due`]. It never touches a socket, a clock, Kafka or
 //! ClickHouse, so every rule here is driven by synchronous tests.
 
-pub mod budget;
+pub mod budgets;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod epoch;
@@ -19,7 +19,7 @@ pub mod stores;
 pub mod watermark;
 pub mod windows;
 
-pub use budget::{BudgetPolicy, BudgetTracker};
+pub use budgets::{BudgetBook, SpendFacts};
 pub use checkpoint::{
     next_generation, plan_resume, EpochDone, EpochIntent, PartitionCheckpoint, ResumePlan, StartAt,
 };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use costpipe_pricing::{price_event, Catalog};
 use costpipe_schemas::{UsageCodec, ValidationLimits};
 
+use crate::budgets::SpendFacts;
 use crate::checkpoint::{ResumePlan, StartAt};
 use crate::dead_letter::DeadLetter;
 use crate::epoch::{DuplicateEvent, EpochPolicy, OpenEpoch, PricedEvent, SealedEpoch};
@@ -64,6 +65,18 @@ struct PartitionState {
     watermark: Watermark,
     /// Tenants seen on the partition: their windows leave with it.
     tenants: std::collections::BTreeSet<String>,
+    /// Events in the partition's last sealed epoch: the next one is sized after it.
+    last_epoch_events: usize,
+}
+
+impl PartitionState {
+    /// Room for the next epoch's events: the last epoch's count and an eighth more, never
+    /// more than a full epoch (plus the records that arrive between two seal checks).
+    fn expected_events(&self, max_records: usize) -> usize {
+        let last = self.last_epoch_events;
+        last.saturating_add(last / 8)
+            .min(max_records.saturating_add(1024))
+    }
 }
 
 /// The aggregator's sans-IO processing core.
@@ -81,6 +94,8 @@ pub struct Processor {
     partitions: BTreeMap<i32, PartitionState>,
     sealed: VecDeque<SealedEpoch>,
     stats: ProcessorStats,
+    /// Budgets: every accepted event updates the ones it matches, from memory.
+    budgets: crate::budgets::BudgetBook,
 }
 
 impl Processor {
@@ -104,7 +119,23 @@ impl Processor {
             partitions: BTreeMap::new(),
             sealed: VecDeque::new(),
             stats: ProcessorStats::default(),
+            budgets: crate::budgets::BudgetBook::new(),
         }
+    }
+
+    /// The budgets (definitions, spend, published levels).
+    pub fn budgets(&self) -> &crate::budgets::BudgetBook {
+        &self.budgets
+    }
+
+    /// The budgets, to update definitions, restore state, tick and take control records.
+    pub fn budgets_mut(&mut self) -> &mut crate::budgets::BudgetBook {
+        &mut self.budgets
+    }
+
+    /// The catalog in force.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// Replaces the catalog for records handled from now on. Open epochs keep the prices they
@@ -169,6 +200,7 @@ impl Processor {
                 recent,
                 watermark,
                 tenants: Default::default(),
+                last_epoch_events: 0,
             },
         );
     }
@@ -302,9 +334,10 @@ impl Processor {
             );
         }
         let start = state.next_offset.unwrap_or(rec.offset);
+        let expected = state.expected_events(self.policy.max_records);
         let epoch = state
             .epoch
-            .get_or_insert_with(|| OpenEpoch::new(start, now_ms));
+            .get_or_insert_with(|| OpenEpoch::new(start, now_ms, expected));
         let windows = &mut self.windows;
         let zone = self.zone;
         let outcome = outcome.and_then(|mut priced| {
@@ -347,6 +380,17 @@ impl Processor {
         });
         let disposition = match outcome {
             Ok(Ok(priced)) => {
+                if !self.budgets.is_empty() {
+                    let id = priced.event.event_id.to_string();
+                    let mut facts = SpendFacts::of_event(&priced.event, &priced.priced);
+                    facts.event_id = Some(&id);
+                    self.budgets.handle_spend(
+                        &facts,
+                        &self.catalog,
+                        now_ms,
+                        crate::budgets::SpendMode::Live,
+                    );
+                }
                 self.stats.accepted += 1;
                 self.stats.unpriced += u64::from(priced.priced.is_unpriced());
                 epoch.add_event(priced);
@@ -461,6 +505,7 @@ impl Processor {
         for (&partition, state) in self.partitions.iter_mut() {
             if due(state) {
                 if let Some(epoch) = state.epoch.take() {
+                    state.last_epoch_events = epoch.events.len();
                     out.push(epoch.seal(&self.topic, partition, self.catalog.version(), false));
                 }
             }

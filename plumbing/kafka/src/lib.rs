@@ -6,6 +6,7 @@
 //! - [`topics`]: creating the pipeline's topics when they are missing, within a timeout;
 //! - [`schema_registry`]: the client of an optional Confluent-compatible schema registry,
 //!   with connect and request timeouts;
+//! - [`compacted`]: compacted topics (budgets, controls) read as tables and followed;
 //! - [`dead_letters`]: the one producer of dead letters, which caps a letter's value and
 //!   flags what it cut.
 //!
@@ -14,12 +15,14 @@
 //! topics a service needs and when to retry belong to the services.
 
 pub mod args;
+pub mod compacted;
 pub mod dead_letters;
 pub mod error;
 pub mod schema_registry;
 pub mod topics;
 
 pub use args::{KafkaArgs, DEFAULT_BROKERS};
+pub use compacted::{follow, read_to_end, TableRecord, TableUpdate};
 pub use dead_letters::{
     DeadLetterOrigin, DeadLetterProducer, NewDeadLetter, DEFAULT_MAX_VALUE_BYTES,
 };
