@@ -102,8 +102,12 @@ pub async fn start_billing(
     };
     wait_for("billing's migrations", Duration::from_secs(60), || async {
         stack
-            // The last migration's view: every table billing reads exists after it.
-            .try_query(&format!("EXISTS TABLE {db}.usage_events_savings_to_minute"))
+            // The last migration (064) gives the minute view its savings sums: every
+            // table and view billing reads is in place after it.
+            .try_query(&format!(
+                "SELECT count() FROM system.tables WHERE database = '{db}' \
+                 AND name = 'usage_events_to_minute' AND create_table_query LIKE '%cache_savings%'"
+            ))
             .await
             .filter(|s| s == "1")
     })
