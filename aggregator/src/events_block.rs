@@ -35,18 +35,6 @@ pub struct EventsBlock {
     pub rows: usize,
 }
 
-impl EventsBlock {
-    /// Bytes in the block.
-    pub fn len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
-    }
-
-    /// Whether the block has no bytes (never true for a built block).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// ClickHouse's unsigned LEB128.
 fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {

@@ -138,11 +138,14 @@ fn expected_row(e: &UsageEvent, catalog: &Catalog) -> BTreeMap<&'static str, Val
     ])
 }
 
-/// ClickHouse's JSON row, with decimals normalised the way the expectation writes them.
-fn stored_row(row: &Value) -> BTreeMap<&'static str, Value> {
+/// The columns `keys` of ClickHouse's JSON row, with decimals normalised the way the
+/// expectation writes them.
+fn stored_row<'k>(
+    row: &Value,
+    keys: impl Iterator<Item = &'k &'static str>,
+) -> BTreeMap<&'static str, Value> {
     let mut out = BTreeMap::new();
-    let any = UsageEvent::new(uuid::Uuid::nil(), 0, "", "", "");
-    for key in expected_row(&any, &Catalog::builtin()).keys() {
+    for key in keys {
         let v = row[*key].clone();
         let v = match *key {
             "cost" | "billing_cost" | "exchange_rate" | "adjustment_percent" => {
@@ -245,9 +248,10 @@ async fn every_column_of_every_event_is_stored_as_sent() {
     for e in &events {
         let row = &stored[&e.event_id.to_string()];
         generations.insert(row["generation"].to_string());
+        let expected = expected_row(e, &catalog);
         assert_eq!(
-            stored_row(row),
-            expected_row(e, &catalog),
+            stored_row(row, expected.keys()),
+            expected,
             "event {} (seed {seed})",
             e.event_id
         );
