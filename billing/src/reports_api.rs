@@ -36,9 +36,11 @@ pub struct ReportResponse {
     pub by_model: Vec<Breakdown>,
     pub by_department: Vec<Breakdown>,
     pub suggestions: Vec<Suggestion>,
-    /// Placeholder: always `null` until budgets (issue 8) give a status to report.
-    #[schema(value_type = Option<Object>)]
-    pub budget_status: Option<serde_json::Value>,
+    /// Each budget scoped to the tenant, with its latest state record (control record v2
+    /// as JSON: level, spend, limit, ratio, period, …) decided before the period's end:
+    /// for a past period, the state it ended in. Empty when the tenant has no budget state.
+    #[schema(value_type = Vec<Object>)]
+    pub budget_status: Vec<serde_json::Value>,
     /// How the suggestions' savings are estimated.
     pub method: String,
 }
@@ -105,6 +107,26 @@ fn groups_sql(tenant: &str, previous_start_ms: i64, start_ms: i64, end_ms: i64) 
          GROUP BY current, model, department, currency, billing_currency \
          ORDER BY current, model, department, currency, billing_currency",
         TOKENS.join(", ")
+    );
+    sql
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct BudgetStateRow {
+    record: String,
+}
+
+/// The latest STATE record of each budget of `tenant` decided before `end_ms`. The history
+/// keeps one row per logical transition (`control_id`), re-publications included, so the
+/// latest by `decided_at` is the state the control topic ended with.
+fn budget_status_sql(tenant: &str, end_ms: i64) -> Sql {
+    let mut sql = Sql::default();
+    let t = sql.bind(Param::Str(tenant.to_string()));
+    let end = sql.bind(Param::Int(end_ms));
+    sql.text = format!(
+        "SELECT argMax(record, decided_at) AS record FROM budget_control_history \
+         WHERE tenant_id = {t} AND kind = 'STATE' AND decided_at < fromUnixTimestamp64Milli({end}, 'UTC') \
+         GROUP BY budget_id ORDER BY budget_id"
     );
     sql
 }
@@ -222,6 +244,16 @@ pub async fn report(
         range.end.timestamp_millis(),
     );
     let rows: Vec<GroupRow> = fetch(&state.client, &state.limits, &sql).await?;
+    let states: Vec<BudgetStateRow> = fetch(
+        &state.client,
+        &state.limits,
+        &budget_status_sql(&tenant, range.end.timestamp_millis()),
+    )
+    .await?;
+    let budget_status = states
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.record).ok())
+        .collect();
     let groups = rows
         .into_iter()
         .map(|r| {
@@ -267,7 +299,7 @@ pub async fn report(
         by_model: parts.by_model,
         by_department: parts.by_department,
         suggestions: parts.suggestions,
-        budget_status: None,
+        budget_status,
         method: METHOD.to_string(),
     }))
 }

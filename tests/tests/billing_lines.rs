@@ -586,6 +586,30 @@ async fn reports_trace_allocation_and_the_cli() {
     let cur: Vec<&Ev> = mar.iter().filter(|e| e.tenant == "acme").collect();
     let prev: Vec<&Ev> = feb.iter().filter(|e| e.tenant == "acme").collect();
 
+    // Budget history. acme's day budget went WARN then BLOCK in March; its month budget went
+    // WARN in March and BLOCK in April, after the report's period; globex's is not acme's.
+    let state = |budget: &str, tenant: &str, level: &str, at: &str| {
+        json!({"control_id": format!("{budget}/{level}"), "budget_id": budget, "kind": "STATE",
+            "tenant_id": tenant, "scope": "{}", "level": level, "previous_level": "OK",
+            "threshold": "0", "spend": "1", "limit": "2", "currency": "USD",
+            "period_kind": "calendar", "period": "2026-03", "shadow": false, "reason": "",
+            "trigger_event_id": "", "decided_at": at,
+            "record": json!({"budget_id": budget, "level": level}).to_string()})
+    };
+    insert_rows(
+        &stack,
+        &db,
+        "budget_control_history",
+        &[
+            state("acme-day", "acme", "WARN", "2026-03-10 08:00:00.000"),
+            state("acme-day", "acme", "BLOCK", "2026-03-20 08:00:00.000"),
+            state("acme-month", "acme", "WARN", "2026-03-15 08:00:00.000"),
+            state("acme-month", "acme", "BLOCK", "2026-04-02 08:00:00.000"),
+            state("globex-month", "globex", "BLOCK", "2026-03-05 08:00:00.000"),
+        ],
+    )
+    .await;
+
     // The monthly report for March.
     let r = api
         .json(
@@ -606,7 +630,12 @@ async fn reports_trace_allocation_and_the_cli() {
         decimal(&s["billing_cache_savings"]),
         cur.iter().map(|e| e.billing_savings).sum::<Decimal>()
     );
-    assert!(r["budget_status"].is_null());
+    assert_eq!(
+        r["budget_status"],
+        json!([{"budget_id": "acme-day", "level": "BLOCK"},
+               {"budget_id": "acme-month", "level": "WARN"}]),
+        "each acme budget's last state before April"
+    );
     // Breakdowns by model and department, both periods.
     for (field, name) in [("by_model", 0usize), ("by_department", 1)] {
         let key = |e: &Ev| {
