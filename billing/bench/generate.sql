@@ -1,6 +1,7 @@
 -- Synthetic priced events for the billing benchmark, generated inside ClickHouse:
 -- `{db}` the scratch database, `{count}` rows of numbers() from `{from}`. March 2026, 50 tenants
--- skewed (t0 holds 27 %: index = floor(u^3 * 50)), 8 departments, 20 projects, 10,000 users,
+-- skewed (t0 holds 27 %: index = floor(u^3 * 50)), 20 projects each owned by one of 8
+-- departments, 10,000 users (200 per tenant: a user belongs to one tenant),
 -- 10 catalog models (each with 3 reported names) with their unit prices, prompt caching,
 -- costs exact from the unit prices (Decimal(38, 12)), billing in USD.
 INSERT INTO {db}.usage_events_priced
@@ -14,10 +15,10 @@ INSERT INTO {db}.usage_events_priced
 SELECT
   generateUUIDv4(number) AS event_id,
   toDateTime64('2026-03-01 00:00:00', 3, 'UTC') + toIntervalMillisecond(intHash64(number) % 2678400000) AS event_time,
-  concat('t', toString(toUInt32(pow((intHash64(number + 1) % 1000000) / 1000000, 3) * 50))) AS tenant_id,
-  concat('dept', toString(intHash64(number + 2) % 8)) AS department,
-  concat('u', toString(intHash64(number + 3) % 10000)) AS user_id,
-  concat('p', toString(intHash64(number + 4) % 20)) AS project_id,
+  concat('t', toString(ti)) AS tenant_id,
+  concat('dept', toString(proj % 8)) AS department,
+  concat('u', toString(ti * 200 + intHash64(number + 3) % 200)) AS user_id,
+  concat('p', toString(proj)) AS project_id,
   'chat' AS feature, 'prod' AS environment,
   ['openai','openai','openai','anthropic','anthropic','google','google','deepseek','qwen','mistral'][m + 1] AS provider,
   concat(price_model, ['', '-latest', '-2026-01-01'][(intHash64(number + 5) % 3) + 1]) AS model,
@@ -37,6 +38,8 @@ SELECT
   toDecimal128(cached_input_tokens * (pi - pc) / 1000000, 12) AS cache_savings, cache_savings AS billing_cache_savings
 FROM (
   SELECT number, intHash64(number + 11) % 10 AS m,
+    toUInt32(pow((intHash64(number + 1) % 1000000) / 1000000, 3) * 50) AS ti,
+    intHash64(number + 4) % 20 AS proj,
     toDecimal128([2.5, 0.15, 2, 3, 1, 1.25, 0.3, 0.27, 0.4, 2][m + 1], 12) AS pi,
     toDecimal128([1.25, 0.075, 0.5, 0.3, 0.1, 0.31, 0.075, 0.07, 0.08, 0.2][m + 1], 12) AS pc,
     toDecimal128([10, 0.6, 8, 15, 5, 10, 2.5, 1.1, 1.2, 6][m + 1], 12) AS po

@@ -97,18 +97,19 @@ fn shape(q: &CostQuery, rows: Vec<RawCostRow>) -> Result<Vec<CostRow>, ApiError>
         .collect()
 }
 
-/// The source a caller asked for (`source=auto|hour|minute|raw`), checked against what
+/// The source a caller asked for (`source=auto|hour|minute|day_user|raw`), checked against what
 /// can answer exactly.
 fn source_of(pairs: &QueryPairs, q: &CostQuery) -> Result<Source, ApiError> {
     let s = match pairs.one("source")?.as_deref() {
         None | Some("auto") => return Ok(Source::choose(q)),
         Some("hour") => Source::Hour,
         Some("minute") => Source::Minute,
+        Some("day_user") => Source::DayUser,
         Some("raw") => Source::Raw,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_source",
-                "source must be auto, hour, minute or raw",
+                "source must be auto, hour, minute, day_user or raw",
             ))
         }
     };

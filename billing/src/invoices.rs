@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::costs::local;
 use crate::costs_store::{fetch, money, TokenCounts};
+use crate::day_split::DaySplit;
 use crate::error::{ApiError, ErrorBody};
 use crate::invoice::{assemble, invoice_id, to_csv, Group, Inputs, Invoice, Item, RateUsed};
 use crate::params::{checked_value, month_range, TimeRange};
@@ -102,11 +103,19 @@ fn range_cond(
     format!("{tenant_col} = {t} AND {col} >= fromUnixTimestamp64Milli({a}, 'UTC') AND {col} < fromUnixTimestamp64Milli({b}, 'UTC')")
 }
 
-/// Cost groups of `tenant` for event times in `[from, to)`, by month in the zone.
-fn groups_sql(tenant: &str, from_ms: i64, to_ms: i64, tz: &str) -> Sql {
+/// Cost groups of `tenant` for event times in `[from, to)`, by month in the zone:
+/// `month_starts` are the local month starts inside the range. Whole UTC days come from the
+/// daily invoice lines (069), the rest from raw events, repricing corrections from their
+/// table (with the corrected event's project).
+fn groups_sql(tenant: &str, from_ms: i64, to_ms: i64, tz: &str, month_starts: &[i64]) -> Sql {
     let mut sql = Sql::default();
+    let days = DaySplit::new(&mut sql, INVOICE_DAYS, from_ms, to_ms, month_starts);
     let ev = range_cond(&mut sql, "event_time", "tenant_id", tenant, from_ms, to_ms);
+    let outside = days.raw_cond(&mut sql, "event_time");
+    let t = sql.bind(Param::Str(tenant.to_string()));
+    let inside = days.rollup_cond(&mut sql, "day");
     let joined = range_cond(&mut sql, "event_time", "tenant_id", tenant, from_ms, to_ms);
+    let corrected = range_cond(&mut sql, "event_time", "tenant_id", tenant, from_ms, to_ms);
     let corr = range_cond(
         &mut sql,
         "c.event_time",
@@ -130,14 +139,19 @@ fn groups_sql(tenant: &str, from_ms: i64, to_ms: i64, tz: &str) -> Sql {
         "SELECT formatDateTime(toStartOfMonth(t, {tz}), '%Y-%m') AS period, model, department, project, currency, billing_currency, \
          sum(events) AS events, {sums}, toString(sum(cost)) AS cost_text, toString(sum(billing_cost)) AS billing_cost_text, \
          toString(sum(event_cost)) AS event_cost_text FROM ( \
+         SELECT toDateTime64(day, 3, 'UTC') AS t, toString(model) AS model, toString(department) AS department, \
+         project_id AS project, toString(currency) AS currency, toString(billing_currency) AS billing_currency, events, \
+         {TOKENS}, cost, billing_cost, cost AS event_cost FROM usage_invoice_day WHERE tenant_id = {t} AND {inside} \
+         UNION ALL \
          SELECT event_time AS t, toString(if(price_model = '', model, price_model)) AS model, toString(department) AS department, \
          project_id AS project, toString(currency) AS currency, toString(billing_currency) AS billing_currency, toUInt64(1) AS events, \
-         {TOKENS}, cost, billing_cost, cost AS event_cost FROM usage_events_priced WHERE {ev} \
+         {TOKENS}, cost, billing_cost, cost AS event_cost FROM usage_events_priced WHERE {ev} AND {outside} \
          UNION ALL \
          SELECT c.event_time AS t, toString(if(c.price_model = '', c.model, c.price_model)) AS model, toString(c.department) AS department, \
          e.project_id AS project, toString(c.currency) AS currency, toString(c.billing_currency) AS billing_currency, toUInt64(0) AS events, \
          {zeros}, c.cost_delta AS cost, c.billing_cost_delta AS billing_cost, toDecimal128(0, 12) AS event_cost \
-         FROM usage_cost_corrections AS c LEFT ANY JOIN (SELECT event_id, project_id FROM usage_events_priced WHERE {joined}) AS e \
+         FROM usage_cost_corrections AS c LEFT ANY JOIN (SELECT event_id, project_id FROM usage_events_priced WHERE {joined} \
+         AND event_id IN (SELECT event_id FROM usage_cost_corrections WHERE {corrected})) AS e \
          ON c.event_id = e.event_id WHERE {corr}) \
          GROUP BY period, model, department, project, currency, billing_currency \
          ORDER BY period, model, department, project, currency, billing_currency"
@@ -145,31 +159,42 @@ fn groups_sql(tenant: &str, from_ms: i64, to_ms: i64, tz: &str) -> Sql {
     sql
 }
 
+/// The daily invoice lines (migration 069).
+const INVOICE_DAYS: &str = "usage_invoice_day";
+
+const PRICE_COLUMNS: &str =
+    "unit_price_input, unit_price_cached_input, unit_price_cache_write_5m, \
+    unit_price_cache_write_1h, unit_price_output, unit_price_reasoning, unit_price_request";
+
 /// Usage of `tenant` in `r` by line (model, currencies) and the unit prices applied
 /// (migration 060), with the quantity of each kind: output tokens that are not reasoning
 /// and reasoning tokens are separate kinds, `request` counts calls. Grouping by the prices
-/// (a handful of sets per model) reads each event once; the items are split out in Rust.
+/// (a handful of sets per model) reads each day's line once, and each raw event outside
+/// the whole days once; the items are split out in Rust.
 fn items_sql(tenant: &str, r: &TimeRange) -> Sql {
     let mut sql = Sql::default();
-    let w = range_cond(
-        &mut sql,
-        "event_time",
-        "tenant_id",
-        tenant,
-        r.start.timestamp_millis(),
-        r.end.timestamp_millis(),
-    );
+    let (from_ms, to_ms) = (r.start.timestamp_millis(), r.end.timestamp_millis());
+    let days = DaySplit::new(&mut sql, INVOICE_DAYS, from_ms, to_ms, &[]);
+    let t = sql.bind(Param::Str(tenant.to_string()));
+    let inside = days.rollup_cond(&mut sql, "day");
+    let w = range_cond(&mut sql, "event_time", "tenant_id", tenant, from_ms, to_ms);
+    let outside = days.raw_cond(&mut sql, "event_time");
     sql.text = format!(
-        "SELECT toString(if(price_model = '', model, price_model)) AS model, toString(currency) AS currency, \
-         toString(billing_currency) AS billing_currency, \
+        "SELECT model, currency, billing_currency, \
          [sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens), sum(cache_write_1h_tokens), \
-          sum(toUInt64(greatest(output_tokens, reasoning_tokens) - reasoning_tokens)), sum(reasoning_tokens), count()] AS quantities, \
+          sum(plain_output_tokens), sum(reasoning_tokens), sum(events)] AS quantities, \
          [toString(unit_price_input), toString(unit_price_cached_input), toString(unit_price_cache_write_5m), \
           toString(unit_price_cache_write_1h), toString(unit_price_output), toString(unit_price_reasoning), \
-          toString(unit_price_request)] AS prices \
-         FROM usage_events_priced WHERE {w} \
-         GROUP BY model, currency, billing_currency, unit_price_input, unit_price_cached_input, \
-         unit_price_cache_write_5m, unit_price_cache_write_1h, unit_price_output, unit_price_reasoning, unit_price_request"
+          toString(unit_price_request)] AS prices FROM ( \
+         SELECT toString(model) AS model, toString(currency) AS currency, toString(billing_currency) AS billing_currency, \
+         {PRICE_COLUMNS}, input_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, \
+         plain_output_tokens, reasoning_tokens, events FROM usage_invoice_day WHERE tenant_id = {t} AND {inside} \
+         UNION ALL \
+         SELECT toString(if(price_model = '', model, price_model)) AS model, toString(currency) AS currency, \
+         toString(billing_currency) AS billing_currency, {PRICE_COLUMNS}, input_tokens, cached_input_tokens, \
+         cache_write_tokens, cache_write_1h_tokens, toUInt64(greatest(output_tokens, reasoning_tokens) - reasoning_tokens) AS plain_output_tokens, \
+         reasoning_tokens, toUInt64(1) AS events FROM usage_events_priced WHERE {w} AND {outside}) \
+         GROUP BY model, currency, billing_currency, {PRICE_COLUMNS}"
     );
     sql
 }
@@ -206,19 +231,21 @@ fn items_of(
 
 fn rates_sql(tenant: &str, r: &TimeRange) -> Sql {
     let mut sql = Sql::default();
-    let w = range_cond(
-        &mut sql,
-        "event_time",
-        "tenant_id",
-        tenant,
-        r.start.timestamp_millis(),
-        r.end.timestamp_millis(),
-    );
+    let (from_ms, to_ms) = (r.start.timestamp_millis(), r.end.timestamp_millis());
+    let days = DaySplit::new(&mut sql, INVOICE_DAYS, from_ms, to_ms, &[]);
+    let t = sql.bind(Param::Str(tenant.to_string()));
+    let inside = days.rollup_cond(&mut sql, "day");
+    let w = range_cond(&mut sql, "event_time", "tenant_id", tenant, from_ms, to_ms);
+    let outside = days.raw_cond(&mut sql, "event_time");
     sql.text = format!(
-        "SELECT toString(currency) AS currency, toString(billing_currency) AS billing_currency, \
-         toString(exchange_rate) AS rate_text, toInt64(toUnixTimestamp(min(event_time))) AS first_s, \
-         toInt64(toUnixTimestamp(max(event_time))) AS last_s FROM usage_events_priced \
-         WHERE {w} AND NOT unpriced GROUP BY currency, billing_currency, exchange_rate \
+        "SELECT currency, billing_currency, toString(exchange_rate) AS rate_text, \
+         toInt64(toUnixTimestamp(min(first_event))) AS first_s, toInt64(toUnixTimestamp(max(last_event))) AS last_s FROM ( \
+         SELECT toString(currency) AS currency, toString(billing_currency) AS billing_currency, exchange_rate, \
+         first_event, last_event FROM usage_invoice_day WHERE tenant_id = {t} AND {inside} AND NOT unpriced \
+         UNION ALL \
+         SELECT toString(currency) AS currency, toString(billing_currency) AS billing_currency, exchange_rate, \
+         event_time AS first_event, event_time AS last_event FROM usage_events_priced WHERE {w} AND {outside} AND NOT unpriced) \
+         GROUP BY currency, billing_currency, exchange_rate \
          ORDER BY currency, billing_currency, exchange_rate"
     );
     sql
@@ -255,6 +282,24 @@ async fn issued(
         .collect()
 }
 
+/// The local month starts strictly inside `(from, to)` (ms), `from` being one.
+fn month_starts(
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+    tz: chrono_tz::Tz,
+) -> Result<Vec<i64>, ApiError> {
+    let mut out = Vec::new();
+    let mut month = from.with_timezone(&tz).format("%Y-%m").to_string();
+    loop {
+        let end = month_range(&month, tz)?.end;
+        if end >= to {
+            return Ok(out);
+        }
+        out.push(end.timestamp_millis());
+        month = end.with_timezone(&tz).format("%Y-%m").to_string();
+    }
+}
+
 /// The draft invoice of `tenant` for `period` as of now.
 async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, ApiError> {
     let tz = state.zones.of(Some(tenant));
@@ -276,6 +321,7 @@ async fn draft(state: &AppState, tenant: &str, period: &str) -> Result<Invoice, 
             from.timestamp_millis(),
             range.end.timestamp_millis(),
             tz.name(),
+            &month_starts(from, range.end, tz)?,
         ),
     )
     .await?;

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod costs;
 pub mod costs_store;
+pub mod day_split;
 pub mod error;
 pub mod forecast;
 pub mod forecast_api;

@@ -8,6 +8,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::day_split::DaySplit;
 use crate::params::{Dimension, Grain, TimeRange};
 
 /// A table a question can be answered from, coarsest first.
@@ -18,6 +19,10 @@ pub enum Source {
     Hour,
     /// `usage_cost_minute`: tenant × department × reported model × currencies × minute.
     Minute,
+    /// `usage_cost_day_user`: tenant × user × currencies × UTC day, for the whole UTC days
+    /// of the range it covers (`rollup_coverage`); raw events for the rest of the range, and
+    /// repricing corrections, as [`Source::Raw`].
+    DayUser,
     /// `usage_events_priced` with `usage_cost_corrections`.
     Raw,
 }
@@ -38,6 +43,19 @@ impl Source {
                     })
                     && q.range.aligned_to(3600)
             }
+            Source::DayUser => {
+                // Totals are exact for any range (the partial days come from raw events);
+                // day, week and month buckets only where they are unions of UTC days.
+                let buckets_of_days = match q.grain {
+                    Grain::Total => true,
+                    Grain::Day | Grain::Week | Grain::Month => q.range.aligned_to(86_400),
+                    Grain::Minute | Grain::Hour => false,
+                };
+                buckets_of_days
+                    && dims
+                        .into_iter()
+                        .all(|d| matches!(d, Dimension::Tenant | Dimension::User))
+            }
             Source::Minute => {
                 dims.into_iter().all(|d| {
                     matches!(
@@ -51,7 +69,7 @@ impl Source {
 
     /// The coarsest table that answers `q`.
     pub fn choose(q: &CostQuery) -> Source {
-        [Source::Hour, Source::Minute]
+        [Source::Hour, Source::Minute, Source::DayUser]
             .into_iter()
             .find(|s| s.answers(q))
             .unwrap_or(Source::Raw)
@@ -130,8 +148,10 @@ fn dim_expr(sql: &mut Sql, d: &Dimension, table: Table) -> String {
         D::Model => match table {
             // The rollup's `model` already is the catalog's model (040).
             Table::Hour => "model".into(),
-            Table::Minute => unreachable_dim(),
-            Table::Events => "if(price_model = '', model, price_model)".into(),
+            Table::Minute | Table::DayUser => unreachable_dim(),
+            Table::Events | Table::EventsOutsideDays => {
+                "if(price_model = '', model, price_model)".into()
+            }
             Table::Corrections => "if(c.price_model = '', c.model, c.price_model)".into(),
         },
         D::ReportedModel => plain("model"),
@@ -163,7 +183,11 @@ fn needs_event_join(d: &Dimension) -> bool {
 enum Table {
     Hour,
     Minute,
+    /// The daily user rollup, over the whole UTC days it covers.
+    DayUser,
     Events,
+    /// Raw events outside the days [`Table::DayUser`] answers.
+    EventsOutsideDays,
     Corrections,
 }
 
@@ -176,24 +200,49 @@ const TOKEN_COLUMNS: [&str; 6] = [
     "cache_write_1h_tokens",
 ];
 
+/// The days of `q`'s range the daily user rollup answers. No bucket boundary cuts a UTC day:
+/// `Source::DayUser` answers only totals and buckets that are unions of UTC days.
+fn user_days(sql: &mut Sql, q: &CostQuery) -> DaySplit {
+    DaySplit::new(
+        sql,
+        "usage_cost_day_user",
+        q.range.start.timestamp_millis(),
+        q.range.end.timestamp_millis(),
+        &[],
+    )
+}
+
 /// `WHERE` of one table: tenant, time range, filters.
 fn where_clause(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
     let mut conds = Vec::new();
     let (time_col, tenant_col) = match table {
         Table::Hour => ("hour", "tenant_id"),
         Table::Minute => ("minute", "tenant_id"),
-        Table::Events => ("event_time", "tenant_id"),
+        Table::DayUser => ("day", "tenant_id"),
+        Table::Events | Table::EventsOutsideDays => ("event_time", "tenant_id"),
         Table::Corrections => ("c.event_time", "c.tenant_id"),
     };
     if let Some(t) = &q.tenant {
         let p = sql.bind(Param::Str(t.clone()));
         conds.push(format!("{tenant_col} = {p}"));
     }
-    let start = sql.bind(Param::Int(q.range.start.timestamp_millis()));
-    let end = sql.bind(Param::Int(q.range.end.timestamp_millis()));
-    conds.push(format!(
-        "{time_col} >= fromUnixTimestamp64Milli({start}, 'UTC') AND {time_col} < fromUnixTimestamp64Milli({end}, 'UTC')"
-    ));
+    match table {
+        Table::DayUser => {
+            let days = user_days(sql, q);
+            conds.push(days.rollup_cond(sql, "day"));
+        }
+        _ => {
+            let start = sql.bind(Param::Int(q.range.start.timestamp_millis()));
+            let end = sql.bind(Param::Int(q.range.end.timestamp_millis()));
+            conds.push(format!(
+                "{time_col} >= fromUnixTimestamp64Milli({start}, 'UTC') AND {time_col} < fromUnixTimestamp64Milli({end}, 'UTC')"
+            ));
+        }
+    }
+    if table == Table::EventsOutsideDays {
+        let days = user_days(sql, q);
+        conds.push(days.raw_cond(sql, "event_time"));
+    }
     for (d, values) in &q.filters {
         let e = dim_expr(sql, d, table);
         let p = sql.bind(Param::Strs(values.clone()));
@@ -212,18 +261,18 @@ fn rows_of(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
         .collect();
     let mut cols = keys;
     match table {
-        Table::Hour | Table::Minute => {
-            let t = if table == Table::Hour {
-                "hour"
-            } else {
-                "minute"
+        Table::Hour | Table::Minute | Table::DayUser => {
+            let t = match table {
+                Table::Hour => "hour",
+                Table::Minute => "minute",
+                _ => "toDateTime(day, 'UTC')",
             };
             cols.push(format!("{t} AS t"));
             cols.push("currency, billing_currency, events, unpriced_events".into());
             cols.extend(TOKEN_COLUMNS.iter().map(|c| c.to_string()));
             cols.push("cost, billing_cost, cache_savings, billing_cache_savings".into());
         }
-        Table::Events => {
+        Table::Events | Table::EventsOutsideDays => {
             cols.push("event_time AS t".into());
             cols.push("currency, billing_currency, toUInt64(1) AS events, toInt64(unpriced) AS unpriced_events".into());
             cols.extend(TOKEN_COLUMNS.iter().map(|c| c.to_string()));
@@ -241,7 +290,8 @@ fn rows_of(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
     let from = match table {
         Table::Hour => "usage_cost_hour".to_string(),
         Table::Minute => "usage_cost_minute".to_string(),
-        Table::Events => "usage_events_priced".to_string(),
+        Table::DayUser => "usage_cost_day_user".to_string(),
+        Table::Events | Table::EventsOutsideDays => "usage_events_priced".to_string(),
         Table::Corrections => {
             let join = q
                 .group_by
@@ -251,16 +301,17 @@ fn rows_of(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
             if join {
                 // Corrections carry tenant, department and models only; the other
                 // dimensions come from the corrected event, read within the same range.
-                let w = where_clause(
-                    sql,
-                    &CostQuery {
-                        filters: Vec::new(),
-                        ..q.clone()
-                    },
-                    Table::Events,
-                );
+                let unfiltered = CostQuery {
+                    filters: Vec::new(),
+                    ..q.clone()
+                };
+                let w = where_clause(sql, &unfiltered, Table::Events);
+                let cw = where_clause(sql, &unfiltered, Table::Corrections);
+                // Only the corrected events: an empty set prunes every granule, where the
+                // whole range would otherwise be read into the join's hash table.
                 format!(
-                    "usage_cost_corrections AS c LEFT ANY JOIN (SELECT event_id, provider, user_id, project_id, feature, environment, labels FROM usage_events_priced WHERE {w}) AS e ON c.event_id = e.event_id"
+                    "usage_cost_corrections AS c LEFT ANY JOIN (SELECT event_id, provider, user_id, project_id, feature, environment, labels FROM usage_events_priced WHERE {w} \
+                     AND event_id IN (SELECT c.event_id FROM usage_cost_corrections AS c WHERE {cw})) AS e ON c.event_id = e.event_id"
                 )
             } else {
                 "usage_cost_corrections AS c".to_string()
@@ -298,6 +349,12 @@ pub fn cost_sql(q: &CostQuery, source: Source) -> Sql {
     let inner = match source {
         Source::Hour => rows_of(&mut sql, q, Table::Hour),
         Source::Minute => rows_of(&mut sql, q, Table::Minute),
+        Source::DayUser => {
+            let days = rows_of(&mut sql, q, Table::DayUser);
+            let events = rows_of(&mut sql, q, Table::EventsOutsideDays);
+            let corrections = rows_of(&mut sql, q, Table::Corrections);
+            format!("{days} UNION ALL {events} UNION ALL {corrections}")
+        }
         Source::Raw => {
             let events = rows_of(&mut sql, q, Table::Events);
             let corrections = rows_of(&mut sql, q, Table::Corrections);

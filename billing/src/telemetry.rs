@@ -55,6 +55,7 @@ impl Metrics {
         let source = match source {
             Source::Hour => "hour",
             Source::Minute => "minute",
+            Source::DayUser => "day_user",
             Source::Raw => "raw",
         };
         self.queries

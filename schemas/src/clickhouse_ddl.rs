@@ -135,6 +135,34 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "064_savings_to_minute",
         sql: include_str!("../clickhouse/064_savings_to_minute.sql"),
     },
+    Migration {
+        name: "065_rollup_coverage",
+        sql: include_str!("../clickhouse/065_rollup_coverage.sql"),
+    },
+    Migration {
+        name: "066_usage_cost_day_user",
+        sql: include_str!("../clickhouse/066_usage_cost_day_user.sql"),
+    },
+    Migration {
+        name: "067_events_to_cost_day_user",
+        sql: include_str!("../clickhouse/067_events_to_cost_day_user.sql"),
+    },
+    Migration {
+        name: "068_cover_cost_day_user",
+        sql: include_str!("../clickhouse/068_cover_cost_day_user.sql"),
+    },
+    Migration {
+        name: "069_usage_invoice_day",
+        sql: include_str!("../clickhouse/069_usage_invoice_day.sql"),
+    },
+    Migration {
+        name: "070_events_to_invoice_day",
+        sql: include_str!("../clickhouse/070_events_to_invoice_day.sql"),
+    },
+    Migration {
+        name: "071_cover_invoice_day",
+        sql: include_str!("../clickhouse/071_cover_invoice_day.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).
@@ -157,7 +185,10 @@ mod tests {
                 sql.contains("IF NOT EXISTS")
                     || sql.contains("DROP INDEX IF EXISTS")
                     // Setting a view's query again to the same query changes nothing.
-                    || sql.contains(" MODIFY QUERY\n"),
+                    || sql.contains(" MODIFY QUERY\n")
+                    // Coverage marks: readers take the earliest, so another row changes
+                    // nothing.
+                    || sql.contains("\nINSERT INTO costpipe.rollup_coverage\nSELECT"),
                 "{} must be idempotent",
                 m.name
             );

@@ -102,11 +102,10 @@ pub async fn start_billing(
     };
     wait_for("billing's migrations", Duration::from_secs(60), || async {
         stack
-            // The last migration (064) gives the minute view its savings sums: every
+            // The last migration (071) marks the daily invoice lines' coverage: every
             // table and view billing reads is in place after it.
             .try_query(&format!(
-                "SELECT count() FROM system.tables WHERE database = '{db}' \
-                 AND name = 'usage_events_to_minute' AND create_table_query LIKE '%cache_savings%'"
+                "SELECT count() > 0 FROM {db}.rollup_coverage WHERE rollup = 'usage_invoice_day'"
             ))
             .await
             .filter(|s| s == "1")

@@ -270,6 +270,25 @@ async fn billing_answers_equal_independent_sums() {
         sums(&filtered, &fcorr, |e| vec![e.user.clone(), e.team.clone()])
     );
 
+    // Cost by user over the Tokyo month: the daily user rollup for the whole UTC days
+    // inside it, raw events for the hours of the first and last UTC day that fall in it,
+    // corrections joined to their events; equal to raw and to the independent sums.
+    let q = "/v1/tenants/acme/costs?period=2026-03&grain=total&group_by=user";
+    let rolled = api.json(q, ACME).await;
+    assert_eq!(rolled["source"], "day_user");
+    let raw = api.json(&format!("{q}&source=raw"), ACME).await;
+    let expected = sums(&acme, &corr, |e| vec![e.user.clone()]);
+    assert_eq!(answer_sums(&rolled, &["user"], false), expected);
+    assert_eq!(answer_sums(&raw, &["user"], false), expected);
+    // Tokyo days are not UTC days: by day, only raw events answer.
+    let v = api
+        .json(
+            "/v1/tenants/acme/costs?period=2026-03&grain=day&group_by=user",
+            ACME,
+        )
+        .await;
+    assert_eq!(v["source"], "raw");
+
     // All tenants (admin): by tenant.
     let v = api
         .json(
