@@ -97,11 +97,12 @@ fn shape(q: &CostQuery, rows: Vec<RawCostRow>) -> Result<Vec<CostRow>, ApiError>
         .collect()
 }
 
-/// The source a caller asked for (`source=auto|hour|minute|day_user|raw`), checked against what
+/// The source a caller asked for (`source=auto|day|hour|minute|day_user|raw`), checked against what
 /// can answer exactly.
 fn source_of(pairs: &QueryPairs, q: &CostQuery) -> Result<Source, ApiError> {
     let s = match pairs.one("source")?.as_deref() {
         None | Some("auto") => return Ok(Source::choose(q)),
+        Some("day") => Source::Day,
         Some("hour") => Source::Hour,
         Some("minute") => Source::Minute,
         Some("day_user") => Source::DayUser,
@@ -109,7 +110,7 @@ fn source_of(pairs: &QueryPairs, q: &CostQuery) -> Result<Source, ApiError> {
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_source",
-                "source must be auto, hour, minute, day_user or raw",
+                "source must be auto, day, hour, minute, day_user or raw",
             ))
         }
     };

@@ -15,6 +15,9 @@ use crate::params::{Dimension, Grain, TimeRange};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// `usage_cost_day`: tenant × department × catalog model × currencies × UTC day, for the
+    /// whole UTC days of the range it covers; `usage_cost_hour` for the rest.
+    Day,
     /// `usage_cost_hour`: tenant × department × catalog model × currencies × UTC hour.
     Hour,
     /// `usage_cost_minute`: tenant × department × reported model × currencies × minute.
@@ -33,6 +36,16 @@ impl Source {
         let dims = q.group_by.iter().chain(q.filters.iter().map(|(d, _)| d));
         match self {
             Source::Raw => true,
+            Source::Day => {
+                // The partial days at the range's ends come from the hourly rollup; buckets
+                // must be unions of UTC days.
+                let buckets_of_days = match q.grain {
+                    Grain::Total => true,
+                    Grain::Day | Grain::Week | Grain::Month => q.range.aligned_to(86_400),
+                    Grain::Minute | Grain::Hour => false,
+                };
+                buckets_of_days && Source::Hour.answers(q)
+            }
             Source::Hour => {
                 q.grain != Grain::Minute
                     && dims.into_iter().all(|d| {
@@ -69,7 +82,7 @@ impl Source {
 
     /// The coarsest table that answers `q`.
     pub fn choose(q: &CostQuery) -> Source {
-        [Source::Hour, Source::Minute, Source::DayUser]
+        [Source::Day, Source::Hour, Source::Minute, Source::DayUser]
             .into_iter()
             .find(|s| s.answers(q))
             .unwrap_or(Source::Raw)
@@ -146,8 +159,8 @@ fn dim_expr(sql: &mut Sql, d: &Dimension, table: Table) -> String {
         D::Tenant => plain("tenant_id"),
         D::Department => plain("department"),
         D::Model => match table {
-            // The rollup's `model` already is the catalog's model (040).
-            Table::Hour => "model".into(),
+            // The rollups' `model` already is the catalog's model (040, 072).
+            Table::Hour | Table::Day | Table::HourOutsideDays => "model".into(),
             Table::Minute | Table::DayUser => unreachable_dim(),
             Table::Events | Table::EventsOutsideDays => {
                 "if(price_model = '', model, price_model)".into()
@@ -181,6 +194,10 @@ fn needs_event_join(d: &Dimension) -> bool {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Table {
+    /// The daily rollup, over the whole UTC days it covers.
+    Day,
+    /// The hourly rollup outside the days [`Table::Day`] answers.
+    HourOutsideDays,
     Hour,
     Minute,
     /// The daily user rollup, over the whole UTC days it covers.
@@ -212,11 +229,24 @@ fn user_days(sql: &mut Sql, q: &CostQuery) -> DaySplit {
     )
 }
 
+/// The days of `q`'s range the daily rollup answers (no bucket boundary cuts a UTC day:
+/// `Source::Day` answers only totals and buckets that are unions of UTC days).
+fn cost_days(sql: &mut Sql, q: &CostQuery) -> DaySplit {
+    DaySplit::new(
+        sql,
+        "usage_cost_day",
+        q.range.start.timestamp_millis(),
+        q.range.end.timestamp_millis(),
+        &[],
+    )
+}
+
 /// `WHERE` of one table: tenant, time range, filters.
 fn where_clause(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
     let mut conds = Vec::new();
     let (time_col, tenant_col) = match table {
-        Table::Hour => ("hour", "tenant_id"),
+        Table::Hour | Table::HourOutsideDays => ("hour", "tenant_id"),
+        Table::Day => ("day", "tenant_id"),
         Table::Minute => ("minute", "tenant_id"),
         Table::DayUser => ("day", "tenant_id"),
         Table::Events | Table::EventsOutsideDays => ("event_time", "tenant_id"),
@@ -231,6 +261,10 @@ fn where_clause(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
             let days = user_days(sql, q);
             conds.push(days.rollup_cond(sql, "day"));
         }
+        Table::Day => {
+            let days = cost_days(sql, q);
+            conds.push(days.rollup_cond(sql, "day"));
+        }
         _ => {
             let start = sql.bind(Param::Int(q.range.start.timestamp_millis()));
             let end = sql.bind(Param::Int(q.range.end.timestamp_millis()));
@@ -242,6 +276,10 @@ fn where_clause(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
     if table == Table::EventsOutsideDays {
         let days = user_days(sql, q);
         conds.push(days.raw_cond(sql, "event_time"));
+    }
+    if table == Table::HourOutsideDays {
+        let days = cost_days(sql, q);
+        conds.push(days.raw_cond(sql, "hour"));
     }
     for (d, values) in &q.filters {
         let e = dim_expr(sql, d, table);
@@ -261,9 +299,9 @@ fn rows_of(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
         .collect();
     let mut cols = keys;
     match table {
-        Table::Hour | Table::Minute | Table::DayUser => {
+        Table::Hour | Table::HourOutsideDays | Table::Minute | Table::Day | Table::DayUser => {
             let t = match table {
-                Table::Hour => "hour",
+                Table::Hour | Table::HourOutsideDays => "hour",
                 Table::Minute => "minute",
                 _ => "toDateTime(day, 'UTC')",
             };
@@ -288,7 +326,8 @@ fn rows_of(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
         }
     }
     let from = match table {
-        Table::Hour => "usage_cost_hour".to_string(),
+        Table::Hour | Table::HourOutsideDays => "usage_cost_hour".to_string(),
+        Table::Day => "usage_cost_day".to_string(),
         Table::Minute => "usage_cost_minute".to_string(),
         Table::DayUser => "usage_cost_day_user".to_string(),
         Table::Events | Table::EventsOutsideDays => "usage_events_priced".to_string(),
@@ -347,6 +386,11 @@ fn bucket_expr(sql: &mut Sql, q: &CostQuery) -> String {
 pub fn cost_sql(q: &CostQuery, source: Source) -> Sql {
     let mut sql = Sql::default();
     let inner = match source {
+        Source::Day => {
+            let days = rows_of(&mut sql, q, Table::Day);
+            let hours = rows_of(&mut sql, q, Table::HourOutsideDays);
+            format!("{days} UNION ALL {hours}")
+        }
         Source::Hour => rows_of(&mut sql, q, Table::Hour),
         Source::Minute => rows_of(&mut sql, q, Table::Minute),
         Source::DayUser => {
@@ -416,6 +460,20 @@ mod tests {
             Source::choose(&q(vec![D::Model], Grain::Day, "Europe/Paris")),
             Source::Hour
         );
+        // Whole UTC days: the daily rollup (the month's partial days from the hourly one).
+        assert_eq!(
+            Source::choose(&q(vec![D::Model], Grain::Day, "UTC")),
+            Source::Day
+        );
+        assert_eq!(
+            Source::choose(&q(vec![D::Model], Grain::Total, "Asia/Tokyo")),
+            Source::Day
+        );
+        // Users: the daily user rollup, unless another dimension is filtered on.
+        let mut by_user = q(vec![D::User], Grain::Total, "Asia/Tokyo");
+        assert_eq!(Source::choose(&by_user), Source::Raw);
+        by_user.filters.clear();
+        assert_eq!(Source::choose(&by_user), Source::DayUser);
         // Minutes are finer than the hour rollup.
         assert_eq!(
             Source::choose(&q(vec![D::Department], Grain::Minute, "UTC")),

@@ -53,6 +53,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn query(&self, source: Source) {
         let source = match source {
+            Source::Day => "day",
             Source::Hour => "hour",
             Source::Minute => "minute",
             Source::DayUser => "day_user",

@@ -163,6 +163,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "071_cover_invoice_day",
         sql: include_str!("../clickhouse/071_cover_invoice_day.sql"),
     },
+    Migration {
+        name: "072_usage_cost_day",
+        sql: include_str!("../clickhouse/072_usage_cost_day.sql"),
+    },
+    Migration {
+        name: "073_hour_to_cost_day",
+        sql: include_str!("../clickhouse/073_hour_to_cost_day.sql"),
+    },
+    Migration {
+        name: "074_cover_cost_day",
+        sql: include_str!("../clickhouse/074_cover_cost_day.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

@@ -240,6 +240,16 @@ async fn billing_answers_equal_independent_sums() {
         expected.len()
     );
 
+    // The Tokyo month's total by model: the daily rollup for the whole UTC days, the hourly
+    // one for the 15 hours at each end; equal to raw and to the independent sums.
+    let q = "/v1/tenants/acme/costs?period=2026-03&grain=total&group_by=model";
+    let rolled = api.json(q, ACME).await;
+    assert_eq!(rolled["source"], "day");
+    let raw = api.json(&format!("{q}&source=raw"), ACME).await;
+    let expected = sums(&acme, &corr, |e| vec![e.catalog_model()]);
+    assert_eq!(answer_sums(&rolled, &["model"], false), expected);
+    assert_eq!(answer_sums(&raw, &["model"], false), expected);
+
     // Reported model × department by minute: the minute rollup, equal to raw.
     let q = "/v1/tenants/acme/costs?period=2026-03&grain=minute&group_by=reported_model,department";
     let rolled = api.json(q, ACME).await;

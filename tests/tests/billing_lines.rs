@@ -254,7 +254,7 @@ async fn savings_items_and_terms_equal_independent_sums() {
     insert_rows(&stack, &db, "usage_events_priced", &rows).await;
     let acme: Vec<&Ev> = evs.iter().filter(|e| e.tenant == "acme").collect();
 
-    // Cache savings by model: hourly rollup and raw both equal the test's sums.
+    // Cache savings by model: daily and hourly rollups and raw all equal the test's sums.
     let mut savings: BTreeMap<String, (Decimal, Decimal, u64)> = BTreeMap::new();
     for e in &acme {
         let s = savings.entry(models[e.model].name.to_string()).or_default();
@@ -262,7 +262,7 @@ async fn savings_items_and_terms_equal_independent_sums() {
         s.1 += e.billing_savings;
         s.2 += e.tokens[3];
     }
-    for source in ["auto", "raw"] {
+    for source in ["auto", "hour", "raw"] {
         let v = api
             .json(
                 &format!("/v1/tenants/acme/costs?period=2026-03&grain=total&group_by=model&source={source}"),
@@ -270,7 +270,7 @@ async fn savings_items_and_terms_equal_independent_sums() {
             )
             .await;
         if source == "auto" {
-            assert_eq!(v["source"], "hour");
+            assert_eq!(v["source"], "day");
         }
         let got: BTreeMap<String, (Decimal, Decimal, u64)> = v["rows"]
             .as_array()
