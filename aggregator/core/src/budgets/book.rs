@@ -475,6 +475,9 @@ impl BudgetBook {
         for e in self.entries.values_mut() {
             if !owns(e.budget.tenant.as_deref()) {
                 e.spend = Spend::new(&e.budget.period);
+                // The restore on a later assignment brings the hours back too: kept, they
+                // would count twice.
+                e.hours = e.hours.as_ref().map(|_| HourlySpend::default());
                 e.backfilled = false;
             }
         }

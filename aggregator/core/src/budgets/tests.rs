@@ -899,3 +899,44 @@ fn a_month_forecast_over_the_limit_fires_once_per_period() {
         .iter()
         .all(|c| c.kind != ControlKind::Forecast));
 }
+
+#[test]
+fn a_revoked_and_retaken_budget_does_not_count_its_hours_twice() {
+    // The forecast scenario above (4 USD a day, projected 120 with a trend correction of 1),
+    // revoked and taken back with its spend restored: the trend's hours must not double (a
+    // correction of 2 would project 240).
+    let start = ms("2026-11-01T00:00:00Z");
+    let month = serde_json::json!({"scope": {"tenant": "acme"}, "period": {"calendar": "month"},
+        "limit": "100", "currency": "USD"});
+    let mut b = book();
+    add(&mut b, "fc", month, start);
+    let rows: Vec<_> = (0..10).map(|d| (dec!(4), start + d * 86_400_000)).collect();
+    for (amount, at) in &rows {
+        b.handle_spend(
+            &spend("acme", "d", *amount, "USD", *at),
+            &catalog(),
+            *at,
+            SpendMode::Live,
+        );
+    }
+    let now = ms("2026-11-11T00:00:00Z");
+    b.set_assignment(1, std::collections::BTreeSet::new());
+    b.drop_unowned();
+    b.set_assignment(1, std::collections::BTreeSet::from([0]));
+    for (amount, at) in &rows {
+        b.handle_spend(
+            &spend("acme", "d", *amount, "USD", *at),
+            &catalog(),
+            now,
+            SpendMode::Restore(&|_| true),
+        );
+    }
+    b.mark_backfilled_where(&|_| true, now);
+    b.handle_tick(now);
+    let forecasts: Vec<_> = drain(&mut b)
+        .into_iter()
+        .filter(|c| c.kind == ControlKind::Forecast)
+        .collect();
+    assert_eq!(forecasts.len(), 1);
+    assert_eq!(forecasts[0].forecast_spend.as_deref(), Some("120"));
+}
