@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use costpipe_aggregator_core::budgets::{tenant_partition, Budget, SpendFacts, SpendMode};
 use costpipe_aggregator_core::Processor;
 use costpipe_kafka::{TableRecord, TableUpdate};
-use costpipe_schemas::{BudgetControl, ControlCodec};
+use costpipe_schemas::{BudgetControl, ControlCodec, ControlKind};
 
 use crate::budget_source::{self, BudgetChange};
 use crate::clickhouse_budgets::SpendRow;
@@ -216,12 +216,16 @@ impl BudgetShell {
     /// Hands the core's control records to the publisher.
     pub fn forward(&mut self, processor: &mut Processor) {
         while let Some(c) = processor.budgets_mut().poll_output() {
-            self.metrics
-                .control_events
-                .get_or_create(&LevelLabel {
-                    level: c.level.to_string(),
-                })
-                .inc();
+            // The metric counts level changes; FORECAST and SPIKE records only repeat the
+            // level in force.
+            if c.kind == ControlKind::State {
+                self.metrics
+                    .control_events
+                    .get_or_create(&LevelLabel {
+                        level: c.level.to_string(),
+                    })
+                    .inc();
+            }
             if let Some(tx) = &self.publisher {
                 let _ = tx.send(c);
             }
@@ -409,7 +413,7 @@ async fn publish_loop(
             delay = (delay * 2).min(Duration::from_secs(10));
         }
         for c in &batch {
-            tracing::info!(budget = %c.budget_id, control_id = %c.control_id, level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, currency = %c.currency, period = %c.period, shadow = c.shadow, "budget level published");
+            tracing::info!(budget = %c.budget_id, control_id = %c.control_id, kind = c.kind.as_str(), level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, currency = %c.currency, period = %c.period, shadow = c.shadow, "budget control published");
         }
         let mut delay = Duration::from_millis(200);
         for attempt in 0..8 {
