@@ -2,8 +2,8 @@
 //! (with cache savings), top-N, the most expensive requests and traces, monthly invoices
 //! (items by token kind and unit price, tenant terms), reports with suggestions, trace cost
 //! allocation, forecasts and anomalies, for one tenant (its key) or all (an admin key); the
-//! endpoints a dashboard needs (`dashboard_api`, `live_api`); and a client of the API
-//! (`cli`). See `billing/README.md`.
+//! built-in dashboard over that API (`dashboard`, `/dashboard/`) with the endpoints it needs
+//! (`dashboard_api`, `live_api`); and a client of the API (`cli`). See `billing/README.md`.
 
 pub mod allocation;
 pub mod anomalies;
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod costs;
 pub mod costs_store;
+pub mod dashboard;
 pub mod dashboard_api;
 pub mod day_split;
 pub mod error;
@@ -180,6 +181,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/tenants/{tenant}/live", get(live_api::live))
         .merge(budgets_api::routes())
+        .merge(dashboard::routes())
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -289,5 +291,18 @@ mod route_tests {
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (s, _) = get("/v1/tenants/acme/budgets/states?x=1", Some("root")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_is_served_without_a_key() {
+        let (s, body) = get("/dashboard/", None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.contains("<title>"), "{body}");
+        let resp = app(state())
+            .oneshot(HttpRequest::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(resp.status().is_redirection());
+        assert_eq!(resp.headers()[header::LOCATION], "/dashboard/");
     }
 }
