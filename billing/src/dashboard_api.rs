@@ -115,13 +115,14 @@ pub struct BudgetState {
     pub budget_id: String,
     /// The latest STATE record (control record v2 as JSON: level, spend, limit, ratio,
     /// currency, scope, period, period_start/period_end, shadow, …). States are published on
-    /// level changes, so `spend` is the spend at the last change.
-    #[schema(value_type = Object)]
-    pub state: serde_json::Value,
-    /// When the state was decided (RFC 3339, tenant's zone).
+    /// level changes, so `spend` is the spend at the last change; `null` while the budget
+    /// never left OK (it is listed because it has a forecast).
+    #[schema(value_type = Option<Object>)]
+    pub state: Option<serde_json::Value>,
+    /// When its latest record (state or forecast) was decided (RFC 3339, tenant's zone).
     pub decided_at: String,
-    /// The latest FORECAST record of the same period (`forecast_spend` above the limit),
-    /// if the aggregator published one.
+    /// The latest FORECAST record (`forecast_spend` above the limit) of the state's period
+    /// (any period without a state), if the aggregator published one.
     #[schema(value_type = Option<Object>)]
     pub forecast: Option<serde_json::Value>,
 }
@@ -137,7 +138,7 @@ pub struct BudgetStates {
 struct StateRow {
     budget_id: String,
     state: String,
-    state_ms: i64,
+    decided_ms: i64,
     forecast: String,
 }
 
@@ -146,22 +147,26 @@ fn budget_states_sql(tenant: &str) -> Sql {
     let t = sql.bind(Param::Str(tenant.to_string()));
     let max = sql.bind(Param::UInt(MAX_BUDGETS));
     // One row per logical transition is kept by `control_id`, re-publications included:
-    // the latest by `decided_at` is what the control topic ended with.
+    // the latest by `decided_at` is what the control topic ended with. A budget that never
+    // left OK has no STATE record, but has one once it forecasts an overrun.
     sql.text = format!(
         "SELECT budget_id, argMaxIf(record, decided_at, kind = 'STATE') AS state, \
-         toInt64(toUnixTimestamp64Milli(maxIf(decided_at, kind = 'STATE'))) AS state_ms, \
+         toInt64(toUnixTimestamp64Milli(max(decided_at))) AS decided_ms, \
          argMaxIf(record, decided_at, kind = 'FORECAST') AS forecast \
-         FROM budget_control_history WHERE tenant_id = {t} \
-         GROUP BY budget_id HAVING countIf(kind = 'STATE') > 0 ORDER BY budget_id LIMIT {max}"
+         FROM budget_control_history WHERE tenant_id = {t} AND kind IN ('STATE', 'FORECAST') \
+         GROUP BY budget_id ORDER BY budget_id LIMIT {max}"
     );
     sql
 }
 
 /// The forecast record when it is of the state's period (a forecast of an earlier period
-/// says nothing about the current one).
-fn same_period(state: &serde_json::Value, forecast: &str) -> Option<serde_json::Value> {
+/// says nothing about the current one); without a state, the latest forecast.
+fn same_period(state: Option<&serde_json::Value>, forecast: &str) -> Option<serde_json::Value> {
     let f: serde_json::Value = serde_json::from_str(forecast).ok()?;
-    (f.get("period") == state.get("period")).then_some(f)
+    match state {
+        Some(s) => (f.get("period") == s.get("period")).then_some(f),
+        None => Some(f),
+    }
 }
 
 /// Each budget of the tenant with its latest state (and forecast), from the control
@@ -187,12 +192,14 @@ pub async fn budget_states(
     let budgets = rows
         .into_iter()
         .filter_map(|r| {
-            let s: serde_json::Value = serde_json::from_str(&r.state).ok()?;
-            Some(BudgetState {
-                forecast: same_period(&s, &r.forecast),
+            // `''` when the budget has no record of that kind.
+            let state: Option<serde_json::Value> = serde_json::from_str(&r.state).ok();
+            let forecast = same_period(state.as_ref(), &r.forecast);
+            (state.is_some() || forecast.is_some()).then(|| BudgetState {
                 budget_id: r.budget_id,
-                state: s,
-                decided_at: local_ms(r.state_ms, tz),
+                state,
+                forecast,
+                decided_at: local_ms(r.decided_ms, tz),
             })
         })
         .collect();
@@ -313,8 +320,9 @@ mod tests {
         let state = serde_json::json!({"period": "month@2026-03-01T00:00:00Z"});
         let same = r#"{"period": "month@2026-03-01T00:00:00Z", "forecast_spend": "12"}"#;
         let older = r#"{"period": "month@2026-02-01T00:00:00Z", "forecast_spend": "12"}"#;
-        assert!(same_period(&state, same).is_some());
-        assert!(same_period(&state, older).is_none());
-        assert!(same_period(&state, "").is_none());
+        assert!(same_period(Some(&state), same).is_some());
+        assert!(same_period(Some(&state), older).is_none());
+        assert!(same_period(Some(&state), "").is_none());
+        assert!(same_period(None, older).is_some(), "a budget still at OK");
     }
 }

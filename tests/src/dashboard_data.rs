@@ -246,7 +246,8 @@ pub struct Controls {
 
 /// acme:month went OK → WARNING → THROTTLE this month (the THROTTLE row written twice, as
 /// a re-publication after a crash would), with a FORECAST of an overrun; acme:research:day
-/// has one WARNING; globex:month is at BLOCK (never visible to acme).
+/// has one WARNING; acme:support:month never left OK but forecasts an overrun (no STATE
+/// record); globex:month is at BLOCK (never visible to acme).
 pub async fn write_controls(stack: &Stack, db: &str, now: DateTime<Utc>) -> Controls {
     let paris: Tz = ACME_ZONE.parse().expect("zone");
     let (day, month) = day_and_month_start(now, paris);
@@ -317,6 +318,21 @@ pub async fn write_controls(stack: &Stack, db: &str, now: DateTime<Utc>) -> Cont
             t(90),
         ),
         control_row(
+            "c-acme-s-f",
+            "acme:support:month",
+            "FORECAST",
+            "acme",
+            json!({"tenant": "acme", "department": "support"}),
+            "OK",
+            None,
+            "95",
+            "300",
+            "month",
+            &month_period,
+            Some("342.7"),
+            t(60),
+        ),
+        control_row(
             "c-acme-r-1",
             "acme:research:day",
             "STATE",
@@ -352,11 +368,18 @@ pub async fn write_controls(stack: &Stack, db: &str, now: DateTime<Utc>) -> Cont
         latest_levels: [
             ("acme:month".to_string(), "THROTTLE".to_string()),
             ("acme:research:day".to_string(), "WARNING".to_string()),
+            ("acme:support:month".to_string(), "OK".to_string()),
         ]
         .into(),
-        acme_newest_first: ["c-acme-r-1", "c-acme-m-f", "c-acme-m-2", "c-acme-m-1"]
-            .map(String::from)
-            .into(),
+        acme_newest_first: [
+            "c-acme-r-1",
+            "c-acme-s-f",
+            "c-acme-m-f",
+            "c-acme-m-2",
+            "c-acme-m-1",
+        ]
+        .map(String::from)
+        .into(),
     }
 }
 

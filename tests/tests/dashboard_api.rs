@@ -56,7 +56,8 @@ async fn dashboard_endpoints_answer_known_rows_to_their_tenant_only() {
     assert_eq!(tenants, ["acme", "globex"]);
     assert_eq!(api.get("/v1/whoami", None).await.0, 401);
 
-    // Budget states: the latest STATE of each acme budget, with its period's forecast.
+    // Budget states: the latest STATE of each acme budget, with its period's forecast; a
+    // budget still at OK (no STATE record) is listed for its forecast.
     let states = api.json("/v1/tenants/acme/budgets/states", ACME).await;
     let got: BTreeMap<String, String> = states["budgets"]
         .as_array()
@@ -65,7 +66,7 @@ async fn dashboard_endpoints_answer_known_rows_to_their_tenant_only() {
         .map(|b| {
             (
                 b["budget_id"].as_str().unwrap().to_string(),
-                b["state"]["level"].as_str().unwrap().to_string(),
+                b["state"]["level"].as_str().unwrap_or("OK").to_string(),
             )
         })
         .collect();
@@ -78,6 +79,12 @@ async fn dashboard_endpoints_answer_known_rows_to_their_tenant_only() {
         "1187.4".parse().unwrap()
     );
     assert!(states["budgets"][1]["forecast"].is_null());
+    let at_ok = &states["budgets"][2];
+    assert!(at_ok["state"].is_null());
+    assert_eq!(
+        decimal(&at_ok["forecast"]["forecast_spend"]),
+        "342.7".parse().unwrap()
+    );
 
     // Control events: newest first, the re-published THROTTLE once, bounded by n.
     let ids = |v: &Value| -> Vec<String> {

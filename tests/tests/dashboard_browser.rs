@@ -321,9 +321,16 @@ async fn run(
     );
     assert!(page_mtd > Decimal::ZERO);
     // One gauge per budget state, at its recorded level.
-    assert_eq!(count(&c, r#"[data-testid="budget"]"#).await, 2);
+    assert_eq!(count(&c, r#"[data-testid="budget"]"#).await, 3);
     let month_card = wait_css(&c, r#"[data-budget="acme:month"]"#).await;
     assert!(month_card.text().await.unwrap().contains("THROTTLE"));
+    let at_ok = wait_css(&c, r#"[data-budget="acme:support:month"]"#).await;
+    assert!(at_ok.text().await.unwrap().contains("OK"));
+    wait_css(
+        &c,
+        r#"[data-budget="acme:support:month"] [data-testid="meter-agg-forecast"]"#,
+    )
+    .await;
     wait_css(
         &c,
         r#"[data-budget="acme:month"] [data-testid="meter-mtd"]"#,

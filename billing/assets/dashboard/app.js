@@ -453,7 +453,7 @@
       kpi('Month to date', amounts(mtdBy, 'kpi-mtd'), `${count(requests)} requests since ${b.monthStart}`, 'kpi-mtd'),
       projectedCard,
       kpi('Budgets', [h('span', {}, String(budgets.budgets.length))],
-        `${budgets.budgets.filter((x) => x.state.level !== 'OK').length} above OK`, 'kpi-budgets'));
+        `${budgets.budgets.filter((x) => levelOf(x) !== 'OK').length} above OK`, 'kpi-budgets'));
     const gauges = budgets.budgets.length
       ? h('div', { class: 'grid gauges', 'data-testid': 'budgets' },
         budgets.budgets.map((x) => budgetCard(x, tenant, { today: todayBy, mtd: mtdBy, projected })))
@@ -471,12 +471,16 @@
       h('div', { class: 'label' }, label), h('div', { class: 'value' }, value), h('div', { class: 'note' }, note));
   }
 
+  // A budget without a STATE record never left OK (it is listed for its forecast).
+  const levelOf = (b) => (b.state ? b.state.level : 'OK');
+
   // One budget: a semicircle gauge of its recorded use, and bars of today / month to date /
   // forecast against its limit where they measure the same thing (a tenant-wide budget in
   // the tenant's billing currency).
   function budgetCard(b, tenant, sums) {
-    const s = b.state;
-    const ratio = Number(s.ratio);
+    const s = b.state || b.forecast;
+    const level = levelOf(b);
+    const ratio = Number(s.spend) / Number(s.limit);
     const scope = Object.entries(s.scope || {}).map(([k, v]) => `${k}=${v}`).join(', ') || 'global';
     const tenantWide = Object.keys(s.scope || {}).length === 1 && s.scope.tenant === tenant;
     const meters = [];
@@ -502,7 +506,7 @@
     return h('div', { class: 'card gauge', 'data-testid': 'budget', 'data-budget': b.budget_id },
       h('div', { class: 'top' },
         h('div', {}, h('div', { class: 'id' }, b.budget_id), h('div', { class: 'scope' }, `${scope} · ${s.period_kind}`)),
-        h('div', {}, h('span', { class: `badge ${s.level}` }, s.level), s.shadow ? h('span', { class: 'badge shadow' }, 'shadow') : null)),
+        h('div', {}, h('span', { class: `badge ${level}` }, level), s.shadow ? h('span', { class: 'badge shadow' }, 'shadow') : null)),
       gaugeSvg(ratio),
       h('div', { class: 'note' },
         'Recorded ', money(s.spend, s.currency, 'budget-spend'), ' of ', money(s.limit, s.currency, 'budget-limit'),
