@@ -6,6 +6,7 @@
 
 pub mod billing_client;
 pub mod deploy;
+pub mod dashboard_data;
 pub mod gateway_client;
 pub mod proxy;
 pub mod registry_double;
