@@ -57,6 +57,12 @@ pub struct AggregatorConfig {
     /// Consumer session timeout in milliseconds (the first group join takes about half of it).
     #[arg(long, env = "COSTPIPE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u32,
+    /// How long the broker may hold a fetch of the usage topic that has too little data, in
+    /// ms (librdkafka's `fetch.wait.max.ms`). Real Kafka answers as soon as data arrives, so
+    /// this only bounds idle polling there; tansu holds every fetch for about half of it, so
+    /// it adds up to that much to every event's way to the budgets (aggregator/BENCHMARKS.md).
+    #[arg(long, env = "COSTPIPE_USAGE_FETCH_WAIT_MAX_MS", default_value_t = 500)]
+    pub usage_fetch_wait_max_ms: u32,
     /// Create missing topics at start-up with this many usage partitions (0: do not create).
     #[arg(long, env = "COSTPIPE_CREATE_TOPICS_PARTITIONS", default_value_t = 8)]
     pub create_topics_partitions: i32,
