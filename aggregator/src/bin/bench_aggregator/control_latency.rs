@@ -239,25 +239,31 @@ struct ProducePlan {
 
 struct Produced {
     background: u64,
+    /// Probe index → when the broker acknowledged it (it is in the log from then on).
+    acked: HashMap<usize, f64>,
     probes: Vec<Probe>,
     failed: u64,
     secs: f64,
 }
 
-/// Counts records the broker never acknowledged.
+/// Counts records the broker never acknowledged, and notes when each probe was (its
+/// opaque is the probe's index + 1; background records carry 0).
 #[derive(Default)]
 struct Deliveries {
     failed: AtomicU64,
+    probes_acked: Mutex<HashMap<usize, f64>>,
 }
 
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, probe: usize) {
         if result.is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
+        } else if probe > 0 {
+            lock(&self.probes_acked).insert(probe - 1, wall_ms());
         }
     }
 }
@@ -297,7 +303,7 @@ fn produce(plan: &ProducePlan) -> anyhow::Result<Produced> {
             e.event_id = ids.next();
             e.event_time = now;
             let bytes = codec.encode(e)?;
-            let record = BaseRecord::to(&plan.topic)
+            let record = BaseRecord::with_opaque_to(&plan.topic, 0)
                 .key(e.tenant_id.as_bytes())
                 .payload(bytes.as_slice());
             send_record(&producer, record, &mut failed);
@@ -312,7 +318,7 @@ fn produce(plan: &ProducePlan) -> anyhow::Result<Produced> {
             let e = probe_event(id, at as i64, i % plan.probe_budgets);
             let bytes = codec.encode(&e)?;
             let index = i.to_string();
-            let record = BaseRecord::to(&plan.topic)
+            let record = BaseRecord::with_opaque_to(&plan.topic, i + 1)
                 .key(e.tenant_id.as_bytes())
                 .payload(bytes.as_slice())
                 .timestamp(at as i64)
@@ -331,10 +337,12 @@ fn produce(plan: &ProducePlan) -> anyhow::Result<Produced> {
     }
     let secs = t0.elapsed().as_secs_f64();
     producer.flush(Duration::from_secs(60))?;
+    let acked = std::mem::take(&mut *lock(&producer.context().probes_acked));
     Ok(Produced {
         background: sent,
         probes,
         failed: failed + producer.context().failed.load(Ordering::Relaxed),
+        acked,
         secs,
     })
 }
@@ -343,7 +351,7 @@ fn produce(plan: &ProducePlan) -> anyhow::Result<Produced> {
 /// between); other errors are counted as failed.
 fn send_record(
     producer: &BaseProducer<Deliveries>,
-    mut record: BaseRecord<'_, [u8], [u8]>,
+    mut record: BaseRecord<'_, [u8], [u8], usize>,
     failed: &mut u64,
 ) {
     loop {
@@ -647,6 +655,20 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         metric(&metrics, "flush_seconds_total").unwrap_or(f64::NAN),
         metric(&metrics, "control_events_total").unwrap_or(f64::NAN),
         a.env,
+    );
+    let to_acked: Vec<f64> = produced
+        .probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| produced.acked.get(&i).map(|at| at - p.produced_ms))
+        .collect();
+    println!(
+        "{}",
+        stats_line(
+            "probe production → acknowledged by the broker (linger, produce request, append; acks=all)",
+            to_acked,
+            n
+        )
     );
     for (wait, seen) in &floor_seen {
         let floor = lock(seen);
