@@ -92,6 +92,11 @@ impl EpochSink {
     pub fn room(&self) -> usize {
         self.pending.available_permits()
     }
+
+    /// Whether an epoch is still queued or being written (its permit is held until done).
+    pub fn is_busy(&self) -> bool {
+        self.pending.available_permits() < self.max_pending as usize
+    }
 }
 
 async fn run(

@@ -250,7 +250,7 @@ impl Pipeline {
         let sealed = if all {
             self.processor.seal_all()
         } else {
-            self.processor.seal_due(now)
+            self.processor.seal_due(now, sink.is_busy())
         };
         for epoch in sealed {
             let Some(&generation) = self.generations.get(&epoch.partition) else {

@@ -484,13 +484,14 @@ impl Processor {
     }
 
     /// Seals every epoch that is full or old enough at `now_ms`, plus finished replays.
-    pub fn seal_due(&mut self, now_ms: i64) -> Vec<SealedEpoch> {
+    /// `writer_busy` says whether earlier epochs are still being written: then an epoch is
+    /// held open past its age, up to [`EpochPolicy::max_hold_ms`].
+    pub fn seal_due(&mut self, now_ms: i64, writer_busy: bool) -> Vec<SealedEpoch> {
         let policy = self.policy;
         self.seal_where(|state| {
             state.replay_until.is_none()
                 && state.epoch.as_ref().is_some_and(|e| {
-                    e.records() >= policy.max_records
-                        || now_ms - e.opened_at_ms >= policy.max_age_ms
+                    policy.is_due(e.records(), e.opened_at_ms, now_ms, writer_busy)
                 })
         })
     }
@@ -577,6 +578,7 @@ mod tests {
             EpochPolicy {
                 max_records: 3,
                 max_age_ms: 1000,
+                max_hold_ms: 5000,
             },
         )
     }
@@ -646,15 +648,47 @@ mod tests {
             let bytes = event_bytes("acme", 1_000_000);
             p.handle_record(rec(0, offset, &bytes), NOW);
         }
-        let sealed = p.seal_due(NOW);
+        let sealed = p.seal_due(NOW, false);
         assert_eq!(sealed.len(), 1);
         assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 4));
         assert_eq!(sealed[0].events.len(), 4);
         assert_eq!(sealed[0].events[0].priced.cost, dec!(2.5));
         p.handle_record(rec(0, 4, &event_bytes("acme", 1)), NOW);
-        assert!(p.seal_due(NOW + 999).is_empty());
-        let sealed = p.seal_due(NOW + 1000);
+        assert!(p.seal_due(NOW + 999, false).is_empty());
+        let sealed = p.seal_due(NOW + 1000, false);
         assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (4, 5));
+    }
+
+    #[test]
+    fn a_busy_writer_holds_an_aged_epoch_open_until_the_hold_bound() {
+        let mut p = processor();
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
+        p.handle_record(rec(0, 0, &event_bytes("acme", 1)), NOW);
+        assert!(
+            p.seal_due(NOW + 1000, true).is_empty(),
+            "held: the writer is busy"
+        );
+        p.handle_record(rec(0, 1, &event_bytes("acme", 1)), NOW + 1000);
+        let sealed = p.seal_due(NOW + 1001, false);
+        assert_eq!(sealed.len(), 1, "sealed as soon as the writer is idle");
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 2));
+
+        p.handle_record(rec(0, 2, &event_bytes("acme", 1)), NOW + 2000);
+        assert!(p.seal_due(NOW + 6999, true).is_empty());
+        let sealed = p.seal_due(NOW + 7000, true);
+        assert_eq!(sealed.len(), 1, "never held past max_hold_ms");
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (2, 3));
+
+        for offset in 3..6 {
+            p.handle_record(rec(0, offset, &event_bytes("acme", 1)), NOW + 8000);
+        }
+        let sealed = p.seal_due(NOW + 8000, true);
+        assert_eq!(sealed.len(), 1, "a full epoch is never held");
+        assert_eq!(sealed[0].events.len(), 3);
     }
 
     #[test]
@@ -665,11 +699,11 @@ mod tests {
         p.handle_record(rec(0, 10, &bytes), NOW);
         assert!(p.is_replaying(0));
         assert!(
-            p.seal_due(NOW + 10_000).is_empty(),
+            p.seal_due(NOW + 10_000, false).is_empty(),
             "a replay is never sealed by age"
         );
         p.handle_record(rec(0, 11, &bytes), NOW);
-        let sealed = p.seal_due(NOW);
+        let sealed = p.seal_due(NOW, false);
         assert_eq!(sealed.len(), 1);
         assert!(sealed[0].replay);
         assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (10, 12));

@@ -389,6 +389,7 @@ fn new_processor(catalog: &Arc<Catalog>, rng: &mut StdRng) -> Processor {
         EpochPolicy {
             max_records: rng.random_range(1..6),
             max_age_ms: rng.random_range(5..50),
+            max_hold_ms: rng.random_range(50..200),
         },
     )
 }
@@ -647,9 +648,11 @@ impl World {
 }
 
 fn processor_seal(inst: &mut Instance, now: i64, all: bool) -> Vec<SealedEpoch> {
+    // As in the shell: epochs are held past their age while earlier ones wait to be written.
+    let writer_busy = inst.owned.values().any(|o| !o.writes.is_empty());
     match inst.processor.as_mut() {
         Some(p) if all => p.seal_all(),
-        Some(p) => p.seal_due(now),
+        Some(p) => p.seal_due(now, writer_busy),
         None => Vec::new(),
     }
 }

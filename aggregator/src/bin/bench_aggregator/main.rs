@@ -1298,6 +1298,7 @@ async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
             EpochPolicy {
                 max_records: 50_000,
                 max_age_ms: 1_000,
+                max_hold_ms: 5_000,
             },
         );
         let t = Instant::now();
