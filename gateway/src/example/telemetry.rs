@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Label of the decision counter.
@@ -24,6 +25,24 @@ pub struct UsageLabel {
     pub usage: String,
 }
 
+/// Labels of the request counter: the route's template and the answer's status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatusLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+/// Label of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+/// 1 ms to about 65 s: a refusal is answered in microseconds, a provider call in seconds.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 /// Every metric the example gateway exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -37,6 +56,12 @@ pub struct Metrics {
     pub usage_events: Family<UsageLabel, Counter>,
     /// `usage_event_failures_total`: usage events not delivered (or invalid).
     pub usage_event_failures: Counter,
+    /// `requests_total{route, status}`: answered requests, by route template (`unmatched`
+    /// for unknown paths) and HTTP status.
+    pub requests: Family<RouteStatusLabels, Counter>,
+    /// `request_seconds{route}`: time from a request to its answer's head (a streamed
+    /// answer's body is not waited for).
+    pub request_seconds: Family<RouteLabel, Histogram, fn() -> Histogram>,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -54,6 +79,21 @@ impl Metrics {
         let refusals = Family::<ReasonLabel, Counter>::default();
         let usage_events = Family::<UsageLabel, Counter>::default();
         let usage_event_failures = Counter::default();
+        let requests = Family::<RouteStatusLabels, Counter>::default();
+        let request_seconds =
+            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "requests",
+            "Answered requests, by route template and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_seconds",
+            "Time from a request to its answer's head, by route template",
+            request_seconds.clone(),
+        );
         registry.register(
             "decisions",
             "decide() answers for chat requests, by action",
@@ -79,6 +119,8 @@ impl Metrics {
             refusals,
             usage_events,
             usage_event_failures,
+            requests,
+            request_seconds,
             registry: std::sync::Arc::new(registry),
         }
     }
@@ -109,6 +151,21 @@ impl Metrics {
                 usage: usage.to_string(),
             })
             .inc();
+    }
+
+    /// Counts an answered request and its latency.
+    pub fn answered(&self, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RouteStatusLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// The text exposition.
