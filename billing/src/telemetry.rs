@@ -118,3 +118,22 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_recorded_by_route_template() {
+        let m = Metrics::default();
+        m.response(200);
+        m.latency("/v1/tenants/{tenant}/costs", 0.003);
+        let text = m.render();
+        for line in [
+            "costpipe_billing_responses_total{status=\"200\"} 1",
+            "costpipe_billing_request_seconds_count{route=\"/v1/tenants/{tenant}/costs\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}

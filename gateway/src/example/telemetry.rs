@@ -176,3 +176,23 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_counted_by_route_and_status_with_latency() {
+        let m = Metrics::new();
+        m.answered("/v1/chat/completions", 200, 0.002);
+        m.answered("/v1/chat/completions", 429, 0.0001);
+        let text = m.encode();
+        for line in [
+            "costpipe_gateway_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1",
+            "costpipe_gateway_requests_total{route=\"/v1/chat/completions\",status=\"429\"} 1",
+            "costpipe_gateway_request_seconds_count{route=\"/v1/chat/completions\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}
