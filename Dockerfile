@@ -6,7 +6,8 @@ COPY . .
 RUN cargo build --release --workspace --bins
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libcurl4 && rm -rf /var/lib/apt/lists/*
+# curl: docker-compose.yml's health checks ask each service's /healthz or /readyz.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libcurl4 curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/costpipe-aggregator /src/target/release/costpipe-billing \
      /src/target/release/costpipe-loadgen /src/target/release/costpipe-controls \
      /src/target/release/costpipe-ingest-http /src/target/release/costpipe-deadletters \

@@ -1,7 +1,8 @@
 //! The budgets' shell around the core's `BudgetBook`: definitions from the compacted budgets
 //! topic (seeded from the budgets file), what was published from the control topic, spend
 //! restored from ClickHouse once per assignment, time ticks, and a publisher task that puts
-//! control records on the control topic in order and then in ClickHouse's history.
+//! control records on the control topic in order, then hands them to a task of its own that
+//! writes ClickHouse's history (so that no ClickHouse insert delays a publication).
 //!
 //! Ownership: a tenant's budgets are evaluated by the instance holding the tenant's usage
 //! partition (`tenant_partition`); budgets naming no tenant only by an instance holding every
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 use costpipe_aggregator_core::budgets::{tenant_partition, Budget, SpendFacts, SpendMode};
 use costpipe_aggregator_core::Processor;
 use costpipe_kafka::{TableRecord, TableUpdate};
-use costpipe_schemas::{BudgetControl, ControlCodec};
+use costpipe_schemas::{BudgetControl, ControlCodec, ControlKind};
 
 use crate::budget_source::{self, BudgetChange};
 use crate::clickhouse_budgets::SpendRow;
@@ -223,12 +224,16 @@ impl BudgetShell {
     /// Hands the core's control records to the publisher.
     pub fn forward(&mut self, processor: &mut Processor) {
         while let Some(c) = processor.budgets_mut().poll_output() {
-            self.metrics
-                .control_events
-                .get_or_create(&LevelLabel {
-                    level: c.level.to_string(),
-                })
-                .inc();
+            // The metric counts level changes; FORECAST and SPIKE records only repeat the
+            // level in force.
+            if c.kind == ControlKind::State {
+                self.metrics
+                    .control_events
+                    .get_or_create(&LevelLabel {
+                        level: c.level.to_string(),
+                    })
+                    .inc();
+            }
             if let Some(tx) = &self.publisher {
                 let _ = tx.send(c);
             }
@@ -429,8 +434,13 @@ impl BudgetShell {
     }
 }
 
-/// Publishes control records in order: to the control topic (retried until the broker has
-/// them; the same records, so the same ids), then to ClickHouse's history.
+/// Publishes control records in order to the control topic (retried until the broker has
+/// them; the same records, so the same ids), then hands them to the history writer.
+///
+/// The history write to ClickHouse runs in a task of its own: the next records are published
+/// as soon as the broker has acknowledged these, never after a ClickHouse insert. That insert
+/// took 0.1–0.7 s on a loaded machine and up to ~30 s of retries in an outage, and every
+/// breach decided meanwhile waited for it (aggregator/BENCHMARKS.md, "2026-12-01: budgets").
 async fn publish_loop(
     mut rx: mpsc::UnboundedReceiver<BudgetControl>,
     producer: FutureProducer,
@@ -438,6 +448,8 @@ async fn publish_loop(
     store: ClickHouseStore,
 ) {
     let codec = ControlCodec::current();
+    let (history_tx, history_rx) = mpsc::unbounded_channel();
+    let history = tokio::spawn(history_loop(history_rx, store));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(c) = rx.try_recv() {
@@ -450,7 +462,22 @@ async fn publish_loop(
             delay = (delay * 2).min(Duration::from_secs(10));
         }
         for c in &batch {
-            tracing::info!(budget = %c.budget_id, control_id = %c.control_id, level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, currency = %c.currency, period = %c.period, shadow = c.shadow, "budget level published");
+            tracing::info!(budget = %c.budget_id, control_id = %c.control_id, kind = c.kind.as_str(), level = %c.level, previous = ?c.previous_level, spend = %c.spend, limit = %c.limit, currency = %c.currency, period = %c.period, shadow = c.shadow, "budget control published");
+        }
+        // The history task only ends when this sender is dropped.
+        let _ = history_tx.send(batch);
+    }
+    // Shutdown: what was published is written to the history before the task ends.
+    drop(history_tx);
+    let _ = history.await;
+}
+
+/// Writes published control records to ClickHouse's history, in publication order; batches
+/// that queued up during a slow insert go in one insert.
+async fn history_loop(mut rx: mpsc::UnboundedReceiver<Vec<BudgetControl>>, store: ClickHouseStore) {
+    while let Some(mut batch) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
         }
         let mut delay = Duration::from_millis(200);
         for attempt in 0..8 {

@@ -127,6 +127,7 @@ pub fn legacy_budgets(limits: &BTreeMap<String, Decimal>, currency: &str) -> Vec
             shadow: false,
             overrides: Vec::new(),
             time_zone: "UTC".to_string(),
+            spike: None,
         })
         .collect()
 }

@@ -57,6 +57,15 @@ pub struct AggregatorConfig {
     /// Consumer session timeout in milliseconds (the first group join takes about half of it).
     #[arg(long, env = "COSTPIPE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u32,
+    /// How long the broker may hold a fetch of the usage topic that has too little data, in
+    /// ms (librdkafka's `fetch.wait.max.ms`, whose default is 500). Real Kafka answers as soon
+    /// as data arrives, so there this only sets how often an idle consumer asks (20 times a
+    /// second at 50). tansu holds fetches up to about that long even when it has data, which
+    /// every event then waits for before the budgets see it: 50 instead of 500 took
+    /// production → budget decision from p50 ~170 ms to ~90 ms at 23,000 events/s, and from
+    /// ~100 ms to ~20 ms when idle, for +2 % of a core on tansu (aggregator/BENCHMARKS.md).
+    #[arg(long, env = "COSTPIPE_USAGE_FETCH_WAIT_MAX_MS", default_value_t = 50)]
+    pub usage_fetch_wait_max_ms: u32,
     /// Create missing topics at start-up with this many usage partitions (0: do not create).
     #[arg(long, env = "COSTPIPE_CREATE_TOPICS_PARTITIONS", default_value_t = 8)]
     pub create_topics_partitions: i32,

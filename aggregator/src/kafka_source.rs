@@ -246,12 +246,14 @@ impl ConsumerContext for SourceContext {
 /// The usage consumer.
 pub type UsageConsumer = StreamConsumer<SourceContext>;
 
-/// Creates the consumer and subscribes it to `topic`.
+/// Creates the consumer and subscribes it to `topic`. `fetch_wait_max_ms` is how long the
+/// broker may hold a fetch that has too little data (`fetch.wait.max.ms`).
 pub fn subscribe(
     brokers: &str,
     group_id: &str,
     topic: &str,
     session_timeout_ms: u32,
+    fetch_wait_max_ms: u32,
     store: ClickHouseStore,
     restore: RestoreSettings,
 ) -> KafkaResult<Arc<UsageConsumer>> {
@@ -283,6 +285,10 @@ pub fn subscribe(
         .set("fetch.queue.backoff.ms", "10")
         // Watermarks for the consumer-lag metric, without a request of our own.
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
+        // A real Kafka broker answers a fetch as soon as data arrives; tansu holds it for
+        // about half this long even when it has data, which every event then waits for
+        // (aggregator/BENCHMARKS.md, "2026-12-01: budgets").
+        .set("fetch.wait.max.ms", fetch_wait_max_ms.to_string())
         .create_with_context(context)?;
     consumer.subscribe(&[topic])?;
     Ok(Arc::new(consumer))

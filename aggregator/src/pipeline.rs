@@ -104,6 +104,7 @@ impl Pipeline {
             &config.group_id,
             &config.usage_topic,
             config.session_timeout_ms,
+            config.usage_fetch_wait_max_ms,
             store.clone(),
             RestoreSettings {
                 owner: config.advertised_url(),

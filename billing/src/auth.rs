@@ -105,6 +105,14 @@ impl Keys {
         self.by_digest.is_empty()
     }
 
+    /// The tenants that have a key (the dashboard's tenant picker lists them for admins).
+    pub fn tenants(&self) -> impl Iterator<Item = String> + '_ {
+        self.by_digest.values().filter_map(|p| match p {
+            Principal::Tenant(t) => Some(t.clone()),
+            Principal::Admin => None,
+        })
+    }
+
     /// The caller of a request. With no keys configured (allowed only on a loopback
     /// address, see `config`), every caller is an admin.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {

@@ -71,6 +71,9 @@ pub struct BillingConfig {
     /// Budgets topic (`/v1/budgets`).
     #[command(flatten)]
     pub budgets: crate::budgets_api::BudgetsArgs,
+    /// The aggregator's live view (`/v1/tenants/{tenant}/live`).
+    #[command(flatten)]
+    pub live: crate::live_api::LiveArgs,
 }
 
 impl BillingConfig {

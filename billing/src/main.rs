@@ -101,6 +101,7 @@ async fn serve(config: BillingConfig) -> anyhow::Result<()> {
         catalog: Arc::new(catalog),
         trace_rules: Arc::new(trace_rules),
         ping_timeout: config.clickhouse.timeout(),
+        live: Arc::new(costpipe_billing::live_api::LiveProxy::new(&config.live)?),
     };
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

@@ -21,7 +21,7 @@ impl Modify for Bearer {
 /// The API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "costpipe billing", description = "Costs (with cache savings), top-N, invoices with items and terms, reports with suggestions, trace cost allocation, forecasts and anomalies over costpipe's ClickHouse tables. Money is exact decimal text."),
+    info(title = "costpipe billing", description = "Costs (with cache savings), top-N, invoices with items and terms, reports with suggestions, trace cost allocation, forecasts, anomalies, budget states, control events and the aggregator's live windows over costpipe's ClickHouse tables. Money is exact decimal text."),
     paths(
         crate::costs::tenant_costs,
         crate::costs::all_costs,
@@ -40,6 +40,10 @@ impl Modify for Bearer {
         crate::budgets_api::put_budget,
         crate::budgets_api::delete_budget,
         crate::budgets_api::budget_status,
+        crate::dashboard_api::whoami,
+        crate::dashboard_api::budget_states,
+        crate::dashboard_api::controls,
+        crate::live_api::live,
     ),
     modifiers(&Bearer)
 )]

@@ -68,6 +68,50 @@ pub struct BudgetDefinition {
     /// Zone of calendar periods when the period names none.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
+    /// Spike detection; absent = on with [`SpikeOptions::default`]. Left out of the JSON when
+    /// absent, so that definitions without it read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spike: Option<SpikeOptions>,
+}
+
+/// When a budget publishes a SPIKE record: the current UTC hour's spend so far is above
+/// `factor` × the trailing hourly mean, or above the mean + `sigmas` × σ, over the
+/// `trailing_hours` full hours before it (hours without spend count as 0), and at least
+/// `min_spend` (in the budget's currency), so that small scopes page no one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpikeOptions {
+    /// `false` turns spike detection off for this budget.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Least spend in the hour for a spike, in the budget's currency; default 1.
+    #[serde(default = "default_spike_min_spend", with = "rust_decimal::serde::str")]
+    pub min_spend: Decimal,
+    /// The mean rule's multiple; default 3, at least 1.
+    #[serde(default = "default_spike_factor", with = "rust_decimal::serde::str")]
+    pub factor: Decimal,
+    /// The σ rule's multiple of the standard deviation; default 3, above 0.
+    #[serde(default = "default_spike_sigmas", with = "rust_decimal::serde::str")]
+    pub sigmas: Decimal,
+    /// Full hours the mean and σ are taken over; default 24, 2 to
+    /// [`MAX_SPIKE_TRAILING_HOURS`].
+    #[serde(default = "default_spike_trailing_hours")]
+    pub trailing_hours: u32,
+}
+
+/// Longest trailing window of spike detection: a week of hours.
+pub const MAX_SPIKE_TRAILING_HOURS: u32 = 168;
+
+impl Default for SpikeOptions {
+    fn default() -> Self {
+        SpikeOptions {
+            enabled: true,
+            min_spend: default_spike_min_spend(),
+            factor: default_spike_factor(),
+            sigmas: default_spike_sigmas(),
+            trailing_hours: default_spike_trailing_hours(),
+        }
+    }
 }
 
 /// The period a budget's spend is summed over.
@@ -182,6 +226,26 @@ fn default_time_zone() -> String {
     "UTC".to_string()
 }
 
+fn default_true() -> bool {
+    true
+}
+
+fn default_spike_min_spend() -> Decimal {
+    Decimal::ONE
+}
+
+fn default_spike_factor() -> Decimal {
+    Decimal::from(3)
+}
+
+fn default_spike_sigmas() -> Decimal {
+    Decimal::from(3)
+}
+
+fn default_spike_trailing_hours() -> u32 {
+    24
+}
+
 /// The seeds' ladder: 50 % notify, 80 % throttle (a downgrade needs a target, which a
 /// default cannot name), 100 % block.
 pub fn default_ladder() -> Vec<Rung> {
@@ -234,8 +298,13 @@ impl BudgetDefinition {
         }
     }
 
+    /// The spike options in force: the definition's, or the defaults.
+    pub fn spike_options(&self) -> SpikeOptions {
+        self.spike.clone().unwrap_or_default()
+    }
+
     /// Checks everything that needs no catalog: id, version, scope dimensions, limit, ladder
-    /// order and actions, hysteresis, time zones, overrides.
+    /// order and actions, hysteresis, time zones, overrides, spike options.
     pub fn validate(&self) -> Result<(), BudgetDefinitionError> {
         if !valid_budget_id(&self.budget_id) {
             return Err(self.err(
@@ -324,6 +393,23 @@ impl BudgetDefinition {
                 return Err(self.err(format!("overrides[{i}].limit"), "must be above zero"));
             }
         }
+        if let Some(spike) = &self.spike {
+            if spike.min_spend < Decimal::ZERO {
+                return Err(self.err("spike.min_spend", "must not be negative"));
+            }
+            if spike.factor < Decimal::ONE {
+                return Err(self.err("spike.factor", "must be at least 1"));
+            }
+            if spike.sigmas <= Decimal::ZERO {
+                return Err(self.err("spike.sigmas", "must be above zero"));
+            }
+            if !(2..=MAX_SPIKE_TRAILING_HOURS).contains(&spike.trailing_hours) {
+                return Err(self.err(
+                    "spike.trailing_hours",
+                    format!("must be 2 to {MAX_SPIKE_TRAILING_HOURS}"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -371,7 +457,8 @@ mod tests {
         "whitelist_features": ["healthcheck"],
         "shadow": true,
         "overrides": [{"limit": "2000", "expires_at": "2026-12-01T00:00:00Z"}],
-        "time_zone": "UTC"
+        "time_zone": "UTC",
+        "spike": {"min_spend": "25", "sigmas": "4"}
     }"#;
 
     #[test]
@@ -385,6 +472,18 @@ mod tests {
                 to: "gpt-4o-mini".into()
             }
         );
+        let spike = def.spike_options();
+        assert_eq!(
+            (
+                spike.min_spend,
+                spike.factor,
+                spike.sigmas,
+                spike.trailing_hours
+            ),
+            (Decimal::from(25), Decimal::from(3), Decimal::from(4), 24),
+            "given values, and defaults for the others"
+        );
+        assert!(spike.enabled);
         let json = serde_json::to_vec(&def).unwrap();
         assert_eq!(BudgetDefinition::from_json(&json).unwrap(), def);
     }
@@ -399,6 +498,20 @@ mod tests {
         assert_eq!(def.ladder, default_ladder());
         assert_eq!(def.hysteresis, Decimal::new(2, 2));
         assert_eq!(def.time_zone, "UTC");
+        assert_eq!(def.spike, None);
+        assert_eq!(
+            def.spike_options(),
+            SpikeOptions {
+                enabled: true,
+                min_spend: Decimal::ONE,
+                factor: Decimal::from(3),
+                sigmas: Decimal::from(3),
+                trailing_hours: 24,
+            }
+        );
+        // Written back without the field, so that readers that predate it read it.
+        let json = serde_json::to_string(&def).unwrap();
+        assert!(!json.contains("spike"), "{json}");
         assert_eq!(
             def.period,
             BudgetPeriod::Rolling {
@@ -425,6 +538,14 @@ mod tests {
             (r#""hysteresis": "1""#, "hysteresis"),
             (r#""time_zone": "Mars/Olympus""#, "time_zone"),
             (r#""version": 2"#, "version"),
+            (r#""spike": {"min_spend": "-1"}"#, "spike.min_spend"),
+            (r#""spike": {"factor": "0.5"}"#, "spike.factor"),
+            (r#""spike": {"sigmas": "0"}"#, "spike.sigmas"),
+            (r#""spike": {"trailing_hours": 1}"#, "spike.trailing_hours"),
+            (
+                r#""spike": {"trailing_hours": 169}"#,
+                "spike.trailing_hours",
+            ),
         ];
         for (field_json, field) in cases {
             let mut base: serde_json::Value = serde_json::json!({
@@ -447,6 +568,8 @@ mod tests {
             r#"{"budget_id":"b","period":{"calendar":"year"},"limit":"5","currency":"USD"}"#,
             r#"{"budget_id":"b","period":{"rolling":"2h"},"limit":"5","currency":"USD"}"#,
             r#"{"budget_id":"b","period":{"calendar":"day"},"limit":"5","currency":"USD","colour":1}"#,
+            r#"{"budget_id":"b","period":{"calendar":"day"},"limit":"5","currency":"USD","spike":{"min":"1"}}"#,
+            r#"{"budget_id":"b","period":{"calendar":"day"},"limit":"5","currency":"USD","spike":{"factor":3}}"#,
         ] {
             let err = BudgetDefinition::from_json(bad.as_bytes()).unwrap_err();
             assert_eq!(err.field, "(json)", "{bad}");

@@ -25,7 +25,7 @@ pub mod wire;
 
 pub use budget_definition::{
     BudgetDefinition, BudgetDefinitionError, BudgetPeriod, CalendarUnit, LimitOverride,
-    RollingWindow, Rung, RungAction,
+    RollingWindow, Rung, RungAction, SpikeOptions,
 };
 pub use codec::{Codec, UsageCodec};
 pub use control_codec::ControlCodec;

@@ -102,10 +102,10 @@ pub async fn start_billing(
     };
     wait_for("billing's migrations", Duration::from_secs(60), || async {
         stack
-            // The last migration (071) marks the daily invoice lines' coverage: every
-            // table and view billing reads is in place after it.
+            // The last migration (074) marks the daily rollup's coverage: every table and
+            // view billing reads is in place after it.
             .try_query(&format!(
-                "SELECT count() > 0 FROM {db}.rollup_coverage WHERE rollup = 'usage_invoice_day'"
+                "SELECT count() > 0 FROM {db}.rollup_coverage WHERE rollup = 'usage_cost_day'"
             ))
             .await
             .filter(|s| s == "1")

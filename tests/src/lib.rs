@@ -5,6 +5,8 @@
 //! Every test gets its own topics and ClickHouse database, so tests run in parallel.
 
 pub mod billing_client;
+pub mod dashboard_data;
+pub mod deploy;
 pub mod gateway_client;
 pub mod proxy;
 pub mod registry_double;

@@ -473,3 +473,137 @@ async fn sigkill_during_a_climb_leaves_one_transition_per_level() {
         .query(&format!("DROP DATABASE {}", names.database))
         .await;
 }
+
+/// A spike end to end: 25 hours of history placed relative to now (one event 25 hours ago,
+/// then alternately 1 and 3 events of 0.10 USD in each of the last 24 full hours: mean
+/// 0.20, σ 0.10), then 6 events in the current hour. The SPIKE record, keyed
+/// `<budget>#SPIKE`, fires once, at 0.60 (above mean + 3σ = 0.50, not above 3 × mean =
+/// 0.60), with the id of the budget and hour, and lands in the history table; a restarted
+/// aggregator that read it back publishes no other for the hour, even with more spend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/test starts it"]
+async fn a_spike_is_published_once_per_hour_with_its_numbers_across_a_restart() {
+    const HOUR: i64 = 3_600_000;
+    let stack = Stack::from_env();
+    let names = Names::new("e2e_budgets_spike");
+    names.create_usage_topic(&stack).await;
+    // The current hour must outlast the test (a minute or two): start in a fresh one when
+    // fewer than 6 minutes are left.
+    let left = HOUR - now_ms().rem_euclid(HOUR);
+    if left < 6 * 60_000 {
+        eprintln!("waiting {} s for the next hour", left / 1000 + 1);
+        tokio::time::sleep(Duration::from_millis(left as u64 + 1_000)).await;
+    }
+    let budgets = serde_json::json!([{
+        "budget_id": "spiky:7d",
+        "scope": {"tenant": "spiky"},
+        "period": {"rolling": "7d"},
+        "limit": "1000", "currency": "USD",
+        "spike": {"min_spend": "0.5"}
+    }]);
+    let file = std::env::temp_dir().join(format!("{}-budgets.json", names.database));
+    std::fs::write(&file, serde_json::to_vec(&budgets).expect("json")).expect("write");
+    let mut agg = aggregator(&stack, &names, &file);
+    wait_taken_up(&agg).await;
+    let emitter = Emitter::new(EmitterConfig::new(&stack.brokers, &names.usage)).expect("emitter");
+
+    let hour = now_ms().div_euclid(HOUR) * HOUR;
+    let mut history = vec![event("spiky", "d", hour - 25 * HOUR + 1_800_000)];
+    for k in 1..=24i64 {
+        let n = if k % 2 == 1 { 1 } else { 3 };
+        history.extend((0..n).map(|i| event("spiky", "d", hour - k * HOUR + 1_800_000 + i)));
+    }
+    send(&emitter, &history).await;
+    let t = now_ms();
+    send(
+        &emitter,
+        &(0..6)
+            .map(|i| event("spiky", "d", t + i))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+
+    let spikes_of = |stack: &Stack, names: &Names| -> Vec<BudgetControl> {
+        all_controls(stack, names)
+            .into_iter()
+            .filter(|c| c.kind == ControlKind::Spike)
+            .collect()
+    };
+    let spikes = wait_for("the SPIKE record", Duration::from_secs(60), || {
+        let found = spikes_of(&stack, &names);
+        async move { (!found.is_empty()).then_some(found) }
+    })
+    .await;
+    assert_eq!(spikes.len(), 1, "{spikes:#?}");
+    let s = &spikes[0];
+    let hour_label = chrono::DateTime::from_timestamp_millis(hour)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        s.reason,
+        format!(
+            "spike: 0.6 USD spent in the hour from {hour_label} so far, above mean + 3 * \
+sigma = 0.5; trailing 24 h: mean 0.2, sigma 0.1"
+        )
+    );
+    assert_eq!(
+        s.control_id,
+        costpipe_schemas::control_id(
+            "spiky:7d",
+            ControlKind::Spike,
+            hour,
+            "",
+            costpipe_schemas::Direction::Up,
+            BudgetLevel::Ok
+        )
+    );
+    assert_eq!(s.level, BudgetLevel::Ok);
+    assert_eq!(spend(s), dec!(0.10) * dec!(55), "the 7-day window's spend");
+    assert!(!s.shadow);
+    assert!(
+        s.method
+            .as_deref()
+            .unwrap_or_default()
+            .contains("24 full hours"),
+        "{:?}",
+        s.method
+    );
+
+    let db = names.database.clone();
+    let history_rows = wait_for("the spike in the history", Duration::from_secs(30), || {
+        let (stack, db) = (&stack, &db);
+        async move {
+            let rows = stack
+                .try_query(&format!(
+                    "SELECT control_id, reason FROM {db}.budget_control_history FINAL \
+                     WHERE kind = 'SPIKE' FORMAT TSV"
+                ))
+                .await?;
+            (!rows.is_empty()).then_some(rows)
+        }
+    })
+    .await;
+    assert_eq!(history_rows, format!("{}\t{}", s.control_id, s.reason));
+
+    // A crash and a restart in the same hour, then more spend: no second spike.
+    agg.kill();
+    let mut agg = aggregator(&stack, &names, &file);
+    wait_taken_up(&agg).await;
+    send(&emitter, &[event("spiky", "d", now_ms())]).await;
+    wait_event_count(&stack, &db, 56).await;
+    // A few ticks (200 ms) after the last event was stored.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = spikes_of(&stack, &names);
+    assert_eq!(
+        after.iter().map(|c| &c.control_id).collect::<BTreeSet<_>>(),
+        BTreeSet::from([&s.control_id]),
+        "{after:#?}"
+    );
+    assert!(
+        now_ms() < hour + HOUR,
+        "the test outlasted the hour; its restart check proves nothing"
+    );
+    agg.assert_running();
+    drop(agg);
+    stack.query(&format!("DROP DATABASE {db}")).await;
+}

@@ -15,6 +15,9 @@
 //! (buckets, count, sum), unpriced events by reason, dead letters by reason, duplicates,
 //! `llm_budget_usage_ratio`, and the pipeline gauges' presence. Money is compared exactly: the
 //! service sums in ticks and converts once, and so does this test.
+//!
+//! Also checked: every aggregator metric that `deploy/prometheus` (rules and their tests) and
+//! `deploy/grafana/dashboards` name is one the running aggregator exports.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -553,6 +556,14 @@ async fn metrics_equal_the_known_stream() {
         );
     }
 
+    let exported = exported_names(&metrics_text(port).await);
+    let named = deploy_metric_names();
+    let missing: Vec<_> = named.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/ names aggregator metrics it does not export: {missing:?}"
+    );
+
     eprintln!(
         "metrics: {} events ({} in USD, sum {sum}; {eur_events} in EUR only), {} cost series, \
          {} dead letters, {duplicates} copies; acme at {expected_ratio} of its budget",
@@ -565,6 +576,88 @@ async fn metrics_equal_the_known_stream() {
     stack
         .query(&format!("DROP DATABASE {}", names.database))
         .await;
+}
+
+/// The sample names a text exposition declares (`# TYPE`), whether or not a series exists
+/// yet: a counter's `_total`, a histogram's `_bucket`, `_sum` and `_count`, a gauge's name.
+fn exported_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if (words.next(), words.next()) != (Some("#"), Some("TYPE")) {
+            continue;
+        }
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => {
+                out.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The aggregator's metric names (`costpipe_aggregator_*`, `llm_*`, `request_cost_usd*`)
+/// that the Prometheus rules, their tests and the Grafana dashboards use.
+fn deploy_metric_names() -> BTreeSet<String> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut files: Vec<std::path::PathBuf> = ["rules.yml", "rules_test.yml", "prometheus.yml"]
+        .iter()
+        .map(|f| format!("{root}/deploy/prometheus/{f}").into())
+        .collect();
+    let dashboards = format!("{root}/deploy/grafana/dashboards");
+    for entry in std::fs::read_dir(&dashboards).expect("deploy/grafana/dashboards") {
+        files.push(entry.expect("a directory entry").path());
+    }
+    let mut out = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("a deploy file");
+        out.extend(
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| {
+                    w.starts_with("costpipe_aggregator_")
+                        || w.starts_with("llm_")
+                        || w.starts_with("request_cost_usd")
+                })
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+#[test]
+fn deploy_names_and_declared_names_are_read() {
+    let named = deploy_metric_names();
+    for name in [
+        "costpipe_aggregator_consumer_lag",
+        "costpipe_aggregator_flush_latency_seconds_bucket",
+        "llm_budget_usage_ratio",
+        "request_cost_usd_bucket",
+        "llm_cost_usd_total",
+    ] {
+        assert!(
+            named.contains(name),
+            "{name} is named in deploy/: {named:?}"
+        );
+    }
+    let exported = exported_names(
+        "# HELP a_b x\n# TYPE a_b counter\n# TYPE h histogram\n# TYPE g gauge\ng 1\n",
+    );
+    let want: BTreeSet<String> = ["a_b_total", "h_bucket", "h_sum", "h_count", "g"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(exported, want);
 }
 
 #[test]

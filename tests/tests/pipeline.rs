@@ -207,9 +207,10 @@ async fn ten_thousand_events_land_exactly_and_breaches_are_published() {
                 for m in read_topic(&stack.brokers, &names.control, 1) {
                     let c = codec.decode(m.payload()?).expect("control records decode");
                     if c.kind != ControlKind::State {
-                        // Forecasts have keys of their own, so that compaction keeps states.
-                        let key = format!("{}#FORECAST", c.budget_id);
-                        assert_eq!(m.key(), Some(key.as_bytes()), "forecast key");
+                        // Forecasts and spikes have keys of their own, so that compaction
+                        // keeps states.
+                        let key = format!("{}#{}", c.budget_id, c.kind.as_str());
+                        assert_eq!(m.key(), Some(key.as_bytes()), "forecast or spike key");
                         continue;
                     }
                     assert_eq!(m.key(), Some(c.budget_id.as_bytes()), "keyed by budget");

@@ -8,11 +8,14 @@
 //!   rollover, override expiry and rolling windows sliding recover here.
 //! - Each change of level is one control record with a deterministic id
 //!   ([`costpipe_schemas::control_id`]): after a crash the same transition gets the same id.
+//! - FORECAST records (ticks, once per month) and SPIKE records (spend and ticks, once per
+//!   budget and UTC hour, id from the budget and the hour) come from the hourly spend.
 //!
 //! Within one calendar period and one limit, spend never falls, so a lower level computed
 //! there means spend not yet replayed (after a restart): it is held, never published as a
 //! recovery. `set_hold_downward` holds rolling windows' recoveries the same way while the
-//! shell replays.
+//! shell replays, and spike detection too: a trailing window still being replayed would
+//! look quieter than it was.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,9 +31,11 @@ use costpipe_schemas::{
 
 use super::budget::{Budget, Dimension};
 use super::calendar::PeriodSpec;
-use super::forecast::{self, HourlySpend};
+use super::forecast;
+use super::hourly::{hour_of, HourlySpend, HOUR_MS};
 use super::ownership::tenant_partition;
 use super::spend::Spend;
+use super::spike;
 
 /// What one event (or one restored row of summed events) spent, and on what.
 #[derive(Debug, Clone, Copy)]
@@ -149,8 +154,27 @@ struct Entry {
     /// Spend before this instance took the budget has been restored (a budget created or
     /// taken over mid-period starts from what was already recorded).
     backfilled: bool,
-    /// Calendar-month budgets: hourly spend of the last 7 days, for the forecast's trend.
+    /// Hourly spend, for the forecast's trend (calendar months: the last 7 days) and spike
+    /// detection (its trailing window); `None` when the budget needs neither.
     hours: Option<HourlySpend>,
+}
+
+/// Whether `budget` is forecast: calendar months only.
+fn forecasts_month(budget: &Budget) -> bool {
+    matches!(
+        budget.period,
+        PeriodSpec::Calendar {
+            unit: costpipe_schemas::CalendarUnit::Month,
+            ..
+        }
+    )
+}
+
+/// Hours of hourly spend `budget` needs kept before the current one.
+fn hours_needed(budget: &Budget) -> Option<u32> {
+    let month = forecasts_month(budget).then_some(forecast::TREND_HOURS);
+    let spike = budget.spike.as_ref().map(|r| r.trailing_hours);
+    month.max(spike)
 }
 
 /// The budgets of one tenant, indexed so that an event only meets budgets that can match
@@ -241,9 +265,20 @@ pub struct BudgetBook {
     hold_downward: bool,
     /// (budget, period start) of forecasts already published.
     forecasts: BTreeSet<(Arc<str>, i64)>,
+    /// Budget → the latest UTC hour a spike was published for.
+    spikes: HashMap<Arc<str>, i64>,
     partitions: i32,
     assigned: BTreeSet<i32>,
     stats: BookStats,
+}
+
+/// Whether an instance holding `assigned` of `partitions` evaluates budgets of `tenant`
+/// (a function of the fields, so that it can be asked while an entry is borrowed).
+fn owns_in(partitions: i32, assigned: &BTreeSet<i32>, tenant: Option<&str>) -> bool {
+    match tenant {
+        Some(t) => assigned.contains(&tenant_partition(t, partitions)),
+        None => partitions > 0 && (0..partitions).all(|p| assigned.contains(&p)),
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -298,8 +333,8 @@ impl BudgetBook {
         self.published.get(id).map(|p| p.level)
     }
 
-    /// Holds (or releases) downward transitions of rolling windows while spend is being
-    /// replayed after an assignment.
+    /// Holds (or releases) downward transitions of rolling windows, and spike detection,
+    /// while spend is being replayed after an assignment.
     pub fn set_hold_downward(&mut self, hold: bool) {
         self.hold_downward = hold;
     }
@@ -314,12 +349,7 @@ impl BudgetBook {
 
     /// Whether this instance evaluates budgets of `tenant` (`None`: no tenant in scope).
     pub fn owns(&self, tenant: Option<&str>) -> bool {
-        match tenant {
-            Some(t) => self
-                .assigned
-                .contains(&tenant_partition(t, self.partitions)),
-            None => self.partitions > 0 && (0..self.partitions).all(|p| self.assigned.contains(&p)),
-        }
+        owns_in(self.partitions, &self.assigned, tenant)
     }
 
     /// Adds or replaces a budget (validated against `catalog`). A new budget, or one whose
@@ -343,6 +373,16 @@ impl BudgetBook {
         });
         if keeps_spend {
             if let Some(e) = self.entries.get_mut(&id) {
+                match (e.hours.as_mut(), hours_needed(&budget)) {
+                    (Some(h), Some(keep)) => h.set_keep(keep, now_ms),
+                    (None, Some(keep)) => {
+                        // Spike detection turned on: no hourly history before now.
+                        let mut h = HourlySpend::new(keep);
+                        h.unknown_before(now_ms);
+                        e.hours = Some(h);
+                    }
+                    (_, None) => e.hours = None,
+                }
                 e.budget = budget;
             }
             self.evaluate(&id, now_ms, None);
@@ -356,7 +396,7 @@ impl BudgetBook {
             }
         }
         let spend = Spend::new(&budget.period);
-        let budget_period = budget.period;
+        let hours = hours_needed(&budget).map(HourlySpend::new);
         self.entries.insert(
             id,
             Entry {
@@ -364,14 +404,7 @@ impl BudgetBook {
                 spend,
                 fx: BTreeMap::new(),
                 backfilled: false,
-                hours: matches!(
-                    budget_period,
-                    PeriodSpec::Calendar {
-                        unit: costpipe_schemas::CalendarUnit::Month,
-                        ..
-                    }
-                )
-                .then(HourlySpend::default),
+                hours,
             },
         );
         Ok(true)
@@ -467,14 +500,12 @@ impl BudgetBook {
     /// Forgets the spend of budgets this instance no longer owns (after a revocation): their
     /// new owner restores it.
     pub fn drop_unowned(&mut self) {
-        let (partitions, assigned) = (self.partitions, self.assigned.clone());
-        let owns = |t: Option<&str>| match t {
-            Some(t) => assigned.contains(&tenant_partition(t, partitions)),
-            None => partitions > 0 && (0..partitions).all(|p| assigned.contains(&p)),
-        };
         for e in self.entries.values_mut() {
-            if !owns(e.budget.tenant.as_deref()) {
+            if !owns_in(self.partitions, &self.assigned, e.budget.tenant.as_deref()) {
                 e.spend = Spend::new(&e.budget.period);
+                // The restore on a later assignment brings the hours back too: kept, they
+                // would count twice.
+                e.hours = hours_needed(&e.budget).map(HourlySpend::new);
                 e.backfilled = false;
             }
         }
@@ -489,6 +520,16 @@ impl BudgetBook {
                 self.forecasts
                     .insert((Arc::from(control.budget_id.as_str()), start));
             }
+            return;
+        }
+        if control.kind == ControlKind::Spike {
+            // A spike is decided in the hour it is about.
+            let hour = hour_of(control.decided_at);
+            let latest = self
+                .spikes
+                .entry(Arc::from(control.budget_id.as_str()))
+                .or_insert(hour);
+            *latest = (*latest).max(hour);
             return;
         }
         if control.kind != ControlKind::State {
@@ -574,14 +615,16 @@ impl BudgetBook {
                 self.stats.unconverted += 1;
                 continue;
             };
+            // Hours are the scope's, whatever the period: a spike's trailing window reaches
+            // into periods that ended.
+            if let Some(h) = entry.hours.as_mut() {
+                h.add(facts.at_ms, amount, now_ms);
+            }
             match entry
                 .spend
                 .add(&entry.budget.period, facts.at_ms, amount, now_ms)
             {
                 Ok(true) => {
-                    if let Some(h) = entry.hours.as_mut() {
-                        h.add(facts.at_ms, amount, now_ms);
-                    }
                     self.stats.matched += 1;
                     if evaluate {
                         matched.push(id.clone());
@@ -593,11 +636,13 @@ impl BudgetBook {
         }
         for id in matched {
             self.evaluate(&id, now_ms, facts.event_id);
+            self.spike(&id, now_ms, facts.event_id);
         }
     }
 
     /// Re-evaluates every owned budget at `now_ms`, with or without new spend: period
-    /// rollovers, expired overrides and rolling windows sliding become recoveries here.
+    /// rollovers, expired overrides and rolling windows sliding become recoveries here;
+    /// forecasts and spikes are checked.
     pub fn handle_tick(&mut self, now_ms: i64) {
         let mut ids: Vec<Arc<str>> = self
             .entries
@@ -615,6 +660,7 @@ impl BudgetBook {
             }
             self.evaluate(&id, now_ms, None);
             self.forecast(&id, now_ms);
+            self.spike(&id, now_ms, None);
         }
     }
 
@@ -628,6 +674,9 @@ impl BudgetBook {
             return;
         };
         let budget = &entry.budget;
+        if !forecasts_month(budget) {
+            return;
+        }
         let Some(window) = budget.period.calendar_at(now_ms) else {
             return;
         };
@@ -689,6 +738,100 @@ impl BudgetBook {
         record.forecast_spend = Some(fmt(projected));
         record.method = Some(forecast::METHOD.to_string());
         self.forecasts.insert((id.clone(), window.start_ms));
+        self.stats.controls += 1;
+        self.out.push_back(record);
+    }
+
+    /// A SPIKE record, once per UTC hour, when the hour's spend so far is a spike against
+    /// the trailing hours (`spike::check`). Not while replaying (the trailing hours may be
+    /// short of spend still to come), nor before the trailing window is known: spend must
+    /// have been seen at least `trailing_hours` before the hour.
+    fn spike(&mut self, id: &Arc<str>, now_ms: i64, trigger: Option<&str>) {
+        if self.hold_downward {
+            return;
+        }
+        let hour = hour_of(now_ms);
+        if self.spikes.get(id).is_some_and(|h| *h >= hour) {
+            return;
+        }
+        // On every matching event: cheapest checks first, one lookup of the entry.
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let (Some(rule), Some(hours)) = (&entry.budget.spike, entry.hours.as_mut()) else {
+            return;
+        };
+        let last = hours.at(hour);
+        if last < rule.min_spend
+            || !entry.backfilled
+            || !owns_in(
+                self.partitions,
+                &self.assigned,
+                entry.budget.tenant.as_deref(),
+            )
+            || !hours.covers(hour, rule.trailing_hours)
+        {
+            return;
+        }
+        let Some(trailing) = hours.trailing(hour, rule.trailing_hours) else {
+            return;
+        };
+        let Some(fired) = spike::check(rule, last, &trailing) else {
+            return;
+        };
+        let hour_start = hour * HOUR_MS;
+        let reason = spike::reason(
+            rule,
+            fired,
+            last,
+            &trailing,
+            &entry.budget.currency,
+            &rfc3339(hour_start),
+        );
+        let method = rule.method();
+        let budget = &entry.budget;
+        let period_key = budget
+            .period
+            .calendar_at(now_ms)
+            .map_or(hour_start, |w| w.start_ms);
+        let spent = entry
+            .spend
+            .total(&budget.period, now_ms)
+            .unwrap_or(Decimal::MAX);
+        let limit = budget.limit_at(now_ms);
+        let fx = entry.fx.values().cloned().collect();
+        let budget = budget.clone();
+        let level = self.published_level(id).unwrap_or(BudgetLevel::Ok);
+        let rung = self.published.get(id).and_then(|p| p.rung(&budget));
+        let mut record = self.record(
+            &budget,
+            rung,
+            RecordFacts {
+                previous: Some(level),
+                direction: Direction::Up,
+                period_key,
+                limit,
+                spend: spent,
+                now_ms,
+                reason,
+                trigger: trigger.map(str::to_string),
+                retry_after_ms: None,
+                fx,
+            },
+        );
+        record.kind = ControlKind::Spike;
+        // One spike per budget and hour: the id names nothing else (not the limit, not the
+        // level), so a re-decision after a crash gets the same one.
+        record.control_id = control_id(
+            &budget.id,
+            ControlKind::Spike,
+            hour_start,
+            "",
+            Direction::Up,
+            BudgetLevel::Ok,
+        );
+        record.method = Some(method);
+        self.spikes.insert(id.clone(), hour);
         self.stats.controls += 1;
         self.out.push_back(record);
     }

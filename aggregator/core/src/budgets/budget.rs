@@ -1,6 +1,7 @@
 //! `Budget`: a definition validated against the catalog into the form evaluation uses —
 //! scope as (dimension, value) pairs with `model` resolved to its catalog key, the zone
-//! parsed, the ladder's actions resolved, overrides as expiry instants.
+//! parsed, the ladder's actions resolved, overrides as expiry instants, the spike rule with
+//! its defaults applied.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use costpipe_schemas::{BudgetDefinition, BudgetDefinitionError, BudgetPeriod, Ru
 
 use super::calendar::PeriodSpec;
 use super::ladder::{Ladder, RuntimeRung};
+use super::spike::SpikeRule;
 
 /// A scope dimension. `ApiKey` matches the usage event's `api_key` label (usage events
 /// carry no key field; gateways label events with the key's id).
@@ -58,6 +60,8 @@ pub struct Budget {
     pub ladder: Ladder,
     /// (limit, expires_at ms), unexpired ones applying.
     pub overrides: Vec<(Decimal, i64)>,
+    /// Spike detection, when on.
+    pub spike: Option<SpikeRule>,
 }
 
 impl Budget {
@@ -137,6 +141,7 @@ impl Budget {
                 .iter()
                 .map(|o| (o.limit, o.expires_at.timestamp_millis()))
                 .collect(),
+            spike: SpikeRule::from_options(&def.spike_options()),
             definition: def,
         })
     }

@@ -3,9 +3,9 @@
 //! arithmetic as the billing API's forecast. The last 7 days' spend comes from hourly bins,
 //! so the trend window starts on a whole hour.
 
-use std::collections::BTreeMap;
-
 use rust_decimal::{Decimal, RoundingStrategy};
+
+use super::hourly::{HourlySpend, HOUR_MS};
 
 /// The method, stated in every forecast record.
 pub const METHOD: &str =
@@ -15,47 +15,14 @@ period length; correction = clamp(round6((recent * elapsed_ms) / (spent * window
 the daily rate of the trend window [max(period start, now - 7 days) rounded down to the hour, now) \
 over the month-to-date daily rate; fires once per period when spent < limit < projected";
 
-const HOUR_MS: i64 = 3_600_000;
 const WEEK_MS: i64 = 7 * 86_400_000;
+
+/// Hours of hourly spend the trend window needs kept.
+pub const TREND_HOURS: u32 = 7 * 24;
 
 fn round(d: Decimal, dp: u32) -> Decimal {
     d.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero)
         .normalize()
-}
-
-/// Hourly spend of one budget over the last 7 days (and a bit).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HourlySpend {
-    hours: BTreeMap<i64, Decimal>,
-}
-
-impl HourlySpend {
-    /// Adds spend at `at_ms` (ignored when older than the trend window can reach).
-    pub fn add(&mut self, at_ms: i64, amount: Decimal, now_ms: i64) {
-        if at_ms < now_ms - WEEK_MS - HOUR_MS {
-            return;
-        }
-        let slot = self
-            .hours
-            .entry(at_ms.div_euclid(HOUR_MS))
-            .or_insert(Decimal::ZERO);
-        *slot = slot.checked_add(amount).unwrap_or(Decimal::MAX);
-    }
-
-    /// Drops hours the trend window no longer reaches.
-    pub fn evict(&mut self, now_ms: i64) {
-        let first = (now_ms - WEEK_MS).div_euclid(HOUR_MS);
-        self.hours = self.hours.split_off(&first);
-    }
-
-    /// Spend from the hour containing `from_ms` on.
-    fn since(&self, from_ms: i64) -> Decimal {
-        self.hours
-            .range(from_ms.div_euclid(HOUR_MS)..)
-            .fold(Decimal::ZERO, |acc, (_, v)| {
-                acc.checked_add(*v).unwrap_or(Decimal::MAX)
-            })
-    }
 }
 
 /// The projected spend of the period `[start_ms, end_ms)` at `now_ms`, given the spend so

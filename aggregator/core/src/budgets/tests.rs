@@ -18,28 +18,28 @@ use super::*;
 
 const SMALL: &str = include_str!("../../../../pricing/testdata/small.toml");
 
-fn catalog() -> Catalog {
+pub(super) fn catalog() -> Catalog {
     Catalog::from_toml(SMALL).expect("small catalog")
 }
 
-fn ms(rfc3339: &str) -> i64 {
+pub(super) fn ms(rfc3339: &str) -> i64 {
     DateTime::parse_from_rfc3339(rfc3339)
         .expect("time")
         .timestamp_millis()
 }
 
-fn def(json: serde_json::Value) -> BudgetDefinition {
+pub(super) fn def(json: serde_json::Value) -> BudgetDefinition {
     serde_json::from_value(json).expect("definition")
 }
 
 /// A book owning every tenant (one partition, assigned).
-fn book() -> BudgetBook {
+pub(super) fn book() -> BudgetBook {
     let mut b = BudgetBook::new();
     b.set_assignment(1, BTreeSet::from([0]));
     b
 }
 
-fn add(b: &mut BudgetBook, id: &str, json: serde_json::Value, now: i64) {
+pub(super) fn add(b: &mut BudgetBook, id: &str, json: serde_json::Value, now: i64) {
     let mut d = json;
     d["budget_id"] = id.into();
     let needs = b.upsert(def(d), &catalog(), now).expect("valid");
@@ -48,13 +48,13 @@ fn add(b: &mut BudgetBook, id: &str, json: serde_json::Value, now: i64) {
 }
 
 /// Adds a budget that waits for its backfill (restored rows, then `mark_backfilled`).
-fn add_pending(b: &mut BudgetBook, id: &str, json: serde_json::Value, now: i64) {
+pub(super) fn add_pending(b: &mut BudgetBook, id: &str, json: serde_json::Value, now: i64) {
     let mut d = json;
     d["budget_id"] = id.into();
     assert!(b.upsert(def(d), &catalog(), now).expect("valid"));
 }
 
-fn spend(
+pub(super) fn spend(
     tenant: &str,
     dept: &str,
     amount: Decimal,
@@ -76,7 +76,7 @@ fn spend(
     }
 }
 
-fn drain(b: &mut BudgetBook) -> Vec<BudgetControl> {
+pub(super) fn drain(b: &mut BudgetBook) -> Vec<BudgetControl> {
     std::iter::from_fn(|| b.poll_output()).collect()
 }
 
@@ -863,7 +863,11 @@ fn a_month_forecast_over_the_limit_fires_once_per_period() {
             SpendMode::Live,
         );
     }
-    assert!(drain(&mut b).is_empty(), "40 of 100 is below every rung");
+    // (A daily 4 USD is a spike each day against the hours between: those are not looked at.)
+    assert!(
+        drain(&mut b).iter().all(|c| c.kind == ControlKind::Spike),
+        "40 of 100 is below every rung"
+    );
     // On Nov 11 00:00: spent 40 over 10 days; the trend window (Nov 4 .. Nov 11) holds 28
     // over 7 days: correction (28 × 10) / (40 × 7) = 1; projected 40 × 30 / 10 = 120 > 100.
     let now = ms("2026-11-11T00:00:00Z");
@@ -898,4 +902,45 @@ fn a_month_forecast_over_the_limit_fires_once_per_period() {
     assert!(drain(&mut again)
         .iter()
         .all(|c| c.kind != ControlKind::Forecast));
+}
+
+#[test]
+fn a_revoked_and_retaken_budget_does_not_count_its_hours_twice() {
+    // The forecast scenario above (4 USD a day, projected 120 with a trend correction of 1),
+    // revoked and taken back with its spend restored: the trend's hours must not double (a
+    // correction of 2 would project 240).
+    let start = ms("2026-11-01T00:00:00Z");
+    let month = serde_json::json!({"scope": {"tenant": "acme"}, "period": {"calendar": "month"},
+        "limit": "100", "currency": "USD"});
+    let mut b = book();
+    add(&mut b, "fc", month, start);
+    let rows: Vec<_> = (0..10).map(|d| (dec!(4), start + d * 86_400_000)).collect();
+    for (amount, at) in &rows {
+        b.handle_spend(
+            &spend("acme", "d", *amount, "USD", *at),
+            &catalog(),
+            *at,
+            SpendMode::Live,
+        );
+    }
+    let now = ms("2026-11-11T00:00:00Z");
+    b.set_assignment(1, std::collections::BTreeSet::new());
+    b.drop_unowned();
+    b.set_assignment(1, std::collections::BTreeSet::from([0]));
+    for (amount, at) in &rows {
+        b.handle_spend(
+            &spend("acme", "d", *amount, "USD", *at),
+            &catalog(),
+            now,
+            SpendMode::Restore(&|_| true),
+        );
+    }
+    b.mark_backfilled_where(&|_| true, now);
+    b.handle_tick(now);
+    let forecasts: Vec<_> = drain(&mut b)
+        .into_iter()
+        .filter(|c| c.kind == ControlKind::Forecast)
+        .collect();
+    assert_eq!(forecasts.len(), 1);
+    assert_eq!(forecasts[0].forecast_spend.as_deref(), Some("120"));
 }

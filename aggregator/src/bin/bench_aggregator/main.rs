@@ -7,24 +7,32 @@
 //!   topic (fresh database, fresh group), timed from its first stored row to its last;
 //! - `throughput`: alternating `raw` and `aggregator` rounds, with medians;
 //! - `restore`: the read and the rebuild a partition assignment does, for N window keys;
-//! - `latency`: events produced at a steady rate into a topic the aggregator consumes, timed
-//!   to their row in ClickHouse and to their count in the live view.
+//! - `latency` (`bench_aggregator/latency.rs`): events produced at a steady rate into a topic
+//!   the aggregator consumes, timed to their row in ClickHouse and to their count in the live
+//!   view;
+//! - `control-latency` (`bench_aggregator/control_latency.rs`): under a steady background
+//!   load, probe events that each cross one rung of a budget, timed from their production to
+//!   their control record being consumed;
+//! - `budget-cost` (`bench_aggregator/budget_cost.rs`): the budgets' share of the run loop,
+//!   per event and per tick, in process;
+//! - `retime`: a copy of a topic with every event time moved into the last few minutes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use clickhouse::Row;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
@@ -35,7 +43,15 @@ use costpipe_aggregator_core::{
 use costpipe_clickhouse::ClickHouseArgs;
 use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_pricing::Catalog;
-use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
+use costpipe_schemas::{UsageCodec, ValidationLimits};
+
+mod budget_cost;
+mod control_latency;
+mod latency;
+
+use budget_cost::{budget_cost, BudgetCostArgs};
+use control_latency::{control_latency, ControlLatencyArgs};
+use latency::{latency, LatencyArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,6 +98,10 @@ enum Cmd {
     Restore(RestoreArgs),
     /// Production → ClickHouse row and production → live view latency.
     Latency(LatencyArgs),
+    /// Production → control record consumed, for probe events under a background load.
+    ControlLatency(ControlLatencyArgs),
+    /// What budgets cost the run loop per event and per tick, in process (no I/O).
+    BudgetCost(BudgetCostArgs),
     /// Copies a topic to a new one, moving every event time into the last few minutes
     /// (everything else, keys included, unchanged).
     Retime(RetimeArgs),
@@ -154,6 +174,9 @@ struct AggArgs {
     /// breach). `throughput` then runs each round with none and with this many.
     #[arg(long, default_value_t = 0)]
     budgets: usize,
+    /// How the budgets are laid out over the stream (see `BudgetShape`).
+    #[arg(long, value_enum, default_value_t = BudgetShape::Dense)]
+    budget_shape: BudgetShape,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -181,37 +204,6 @@ struct RestoreArgs {
     keep: bool,
 }
 
-#[derive(Debug, Clone, Args)]
-struct LatencyArgs {
-    /// Events per second.
-    #[arg(long, default_value_t = 2_000)]
-    rate: u64,
-    /// Measured seconds (after the warm-up).
-    #[arg(long, default_value_t = 30)]
-    seconds: u64,
-    /// Warm-up seconds at the same rate, not counted.
-    #[arg(long, default_value_t = 5)]
-    warmup_s: u64,
-    /// Tenants (events round-robin over them; one live-view poll per tenant).
-    #[arg(long, default_value_t = 8)]
-    tenants: usize,
-    /// Partitions of the fresh topic.
-    #[arg(long, default_value_t = 8)]
-    partitions: i32,
-    /// Pause between ClickHouse polls, in ms.
-    #[arg(long, default_value_t = 50)]
-    ch_poll_ms: u64,
-    /// Pause between live-view polls (of every tenant), in ms.
-    #[arg(long, default_value_t = 20)]
-    live_poll_ms: u64,
-    /// The aggregator binary (default: next to this one).
-    #[arg(long)]
-    aggregator_bin: Option<PathBuf>,
-    /// Keep the database (dropped by default).
-    #[arg(long)]
-    keep_db: bool,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -228,6 +220,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Throughput(a) => throughput(c, a).await?,
         Cmd::Restore(a) => restore(c, a).await?,
         Cmd::Latency(a) => latency(c, a).await?,
+        Cmd::ControlLatency(a) => control_latency(c, a).await?,
+        Cmd::BudgetCost(a) => budget_cost(c, a).await?,
         Cmd::Retime(a) => {
             ensure_topics(
                 &c.brokers,
@@ -385,6 +379,27 @@ fn ch_client(url: &str) -> clickhouse::Client {
 
 async fn ch_count(ch: &clickhouse::Client, sql: &str) -> u64 {
     ch.query(sql).fetch_one::<u64>().await.unwrap_or(0)
+}
+
+/// Deletes `topics` (tansu keeps topics in memory); failures are reported, not fatal.
+async fn delete_topics(brokers: &str, topics: &[String]) {
+    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    match admin {
+        Ok(admin) => match admin.delete_topics(&names, &AdminOptions::new()).await {
+            Ok(results) => {
+                for r in results {
+                    if let Err((t, e)) = r {
+                        eprintln!("topic {t} not deleted: {e}");
+                    }
+                }
+            }
+            Err(e) => eprintln!("topics {names:?} not deleted: {e}"),
+        },
+        Err(e) => eprintln!("admin client: {e}"),
+    }
 }
 
 /// A running aggregator, stopped with SIGTERM (then SIGKILL) when finished.
@@ -736,62 +751,120 @@ struct IngestedSpan {
     inserts: u64,
 }
 
+/// The synthetic stream's tenants, departments and features (ingest/src/synthetic.rs).
+const TENANTS: [&str; 10] = [
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "wonka",
+    "tyrell",
+    "cyberdyne",
+];
+const DEPARTMENTS: [&str; 6] = [
+    "engineering",
+    "research",
+    "support",
+    "marketing",
+    "sales",
+    "legal",
+];
+const FEATURES: [&str; 5] = ["chat", "summarize", "search", "codegen", "classify"];
+
+/// How `bench_budgets` spreads its budgets over the synthetic stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BudgetShape {
+    /// Every budget on the stream's 10 tenants, a quarter each of department days, feature
+    /// months, department × model rolling hours and user rolling days: many budgets share a
+    /// scope, so each event meets ~100 of 10,000 (a worst case for the per-event work).
+    Dense,
+    /// Per stream tenant, one budget per tenant (month), department (day), feature (month) and
+    /// user (rolling 24 h), 52 per tenant; the rest are monthly budgets of tenants the stream
+    /// never names, as in a service with many customers of which a few are active at a time.
+    /// Each event meets 4.
+    Sparse,
+}
+
 /// `n` budgets over the synthetic stream's tenants (ingest/src/synthetic.rs), departments,
-/// features and models: a quarter each of department days, feature months, department ×
-/// model rolling hours and user rolling days, with limits no stream reaches, so that the
-/// round measures matching and accumulation, not publishing.
-fn bench_budgets(n: usize) -> Vec<serde_json::Value> {
-    const TENANTS: [&str; 10] = [
-        "acme",
-        "globex",
-        "initech",
-        "umbrella",
-        "hooli",
-        "stark",
-        "wayne",
-        "wonka",
-        "tyrell",
-        "cyberdyne",
-    ];
-    const DEPARTMENTS: [&str; 6] = [
-        "engineering",
-        "research",
-        "support",
-        "marketing",
-        "sales",
-        "legal",
-    ];
-    const FEATURES: [&str; 5] = ["chat", "summarize", "search", "codegen", "classify"];
+/// features, users and models, laid out by `shape`, with limits no stream reaches, so that
+/// the round measures matching and accumulation, not publishing.
+fn bench_budgets(n: usize, shape: BudgetShape) -> Vec<serde_json::Value> {
     const MODELS: [&str; 3] = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5"];
-    (0..n)
-        .map(|i| {
-            let tenant = TENANTS[i % TENANTS.len()];
-            let j = i / TENANTS.len();
-            let (scope, period) = match i % 4 {
-                0 => (
-                    serde_json::json!({"tenant": tenant, "department": DEPARTMENTS[j % 6]}),
+    let budget = |i: usize, scope: serde_json::Value, period: serde_json::Value| {
+        serde_json::json!({
+            "budget_id": format!("bench:{i}"),
+            "scope": scope,
+            "period": period,
+            "limit": "1000000000",
+            "currency": "USD",
+        })
+    };
+    let dense = |i: usize| {
+        let tenant = TENANTS[i % TENANTS.len()];
+        let j = i / TENANTS.len();
+        let (scope, period) = match i % 4 {
+            0 => (
+                serde_json::json!({"tenant": tenant, "department": DEPARTMENTS[j % 6]}),
+                serde_json::json!({"calendar": "day", "time_zone": "Europe/Paris"}),
+            ),
+            1 => (
+                serde_json::json!({"tenant": tenant, "feature": FEATURES[j % 5]}),
+                serde_json::json!({"calendar": "month"}),
+            ),
+            2 => (
+                serde_json::json!({"tenant": tenant, "department": DEPARTMENTS[j % 6], "model": MODELS[j % 3]}),
+                serde_json::json!({"rolling": "1h"}),
+            ),
+            _ => (
+                // The stream's user ids are `<tenant>-user-<0..40>`.
+                serde_json::json!({"tenant": tenant, "user": format!("{tenant}-user-{}", j % 40)}),
+                serde_json::json!({"rolling": "24h"}),
+            ),
+        };
+        budget(i, scope, period)
+    };
+    // Sparse: scopes of the stream's tenants first, then idle tenants.
+    let mut active: Vec<(serde_json::Value, serde_json::Value)> = Vec::new();
+    if shape == BudgetShape::Sparse {
+        for tenant in TENANTS {
+            active.push((
+                serde_json::json!({"tenant": tenant}),
+                serde_json::json!({"calendar": "month"}),
+            ));
+            for d in DEPARTMENTS {
+                active.push((
+                    serde_json::json!({"tenant": tenant, "department": d}),
                     serde_json::json!({"calendar": "day", "time_zone": "Europe/Paris"}),
-                ),
-                1 => (
-                    serde_json::json!({"tenant": tenant, "feature": FEATURES[j % 5]}),
+                ));
+            }
+            for f in FEATURES {
+                active.push((
+                    serde_json::json!({"tenant": tenant, "feature": f}),
+                    serde_json::json!({"calendar": "month"}),
+                ));
+            }
+            for u in 0..40 {
+                active.push((
+                    serde_json::json!({"tenant": tenant, "user": format!("{tenant}-user-{u}")}),
+                    serde_json::json!({"rolling": "24h"}),
+                ));
+            }
+        }
+    }
+    (0..n)
+        .map(|i| match shape {
+            BudgetShape::Dense => dense(i),
+            BudgetShape::Sparse => match active.get(i) {
+                Some((scope, period)) => budget(i, scope.clone(), period.clone()),
+                None => budget(
+                    i,
+                    serde_json::json!({"tenant": format!("idle-{i}")}),
                     serde_json::json!({"calendar": "month"}),
                 ),
-                2 => (
-                    serde_json::json!({"tenant": tenant, "department": DEPARTMENTS[j % 6], "model": MODELS[j % 3]}),
-                    serde_json::json!({"rolling": "1h"}),
-                ),
-                _ => (
-                    serde_json::json!({"tenant": tenant, "user": format!("user-{}", j % 50)}),
-                    serde_json::json!({"rolling": "24h"}),
-                ),
-            };
-            serde_json::json!({
-                "budget_id": format!("bench:{i}"),
-                "scope": scope,
-                "period": period,
-                "limit": "1000000000",
-                "currency": "USD",
-            })
+            },
         })
         .collect()
 }
@@ -805,9 +878,13 @@ async fn aggregator_round(common: &Common, a: &AggArgs) -> anyhow::Result<AggRes
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    if a.budgets > 0 {
-        let path = std::env::temp_dir().join(format!("{database}-budgets.json"));
-        std::fs::write(&path, serde_json::to_vec(&bench_budgets(a.budgets))?)?;
+    let budgets_file =
+        (a.budgets > 0).then(|| std::env::temp_dir().join(format!("{database}-budgets.json")));
+    if let Some(path) = &budgets_file {
+        std::fs::write(
+            path,
+            serde_json::to_vec(&bench_budgets(a.budgets, a.budget_shape))?,
+        )?;
         extra.push((
             "COSTPIPE_BUDGETS_FILE".to_string(),
             path.display().to_string(),
@@ -925,6 +1002,19 @@ async fn aggregator_round(common: &Common, a: &AggArgs) -> anyhow::Result<AggRes
         ch.query(&format!("DROP DATABASE IF EXISTS {database}"))
             .execute()
             .await?;
+        // The round's own topics (the usage topic is the caller's).
+        delete_topics(
+            &common.brokers,
+            &[
+                format!("{database}.control"),
+                format!("{database}.dlq"),
+                format!("{database}.budgets"),
+            ],
+        )
+        .await;
+    }
+    if let Some(path) = &budgets_file {
+        let _ = std::fs::remove_file(path);
     }
     let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
     Ok(AggResult {
@@ -1065,7 +1155,12 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(5)).await;
         if a.agg.budgets > 0 {
             let b = aggregator_round(common, &a.agg).await?;
-            println!("round {round} with {} budgets: {}", a.agg.budgets, b.line());
+            println!(
+                "round {round} with {} budgets ({:?}): {}",
+                a.agg.budgets,
+                a.agg.budget_shape,
+                b.line()
+            );
             with_budgets.push(b.rate());
             budget_ratios.push(b.rate() / r.rate());
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1264,363 +1359,5 @@ async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
             .execute()
             .await?;
     }
-    Ok(())
-}
-
-// --- latency --------------------------------------------------------------------------------
-
-#[derive(Row, Deserialize)]
-struct SeenRow {
-    id: String,
-    ingested_ms: i64,
-}
-
-/// State shared between the benchmark's threads.
-type Shared<T> = Arc<Mutex<T>>;
-
-struct Produced {
-    at_ms: f64,
-    measured: bool,
-}
-
-fn summary(name: &str, mut v: Vec<f64>, expected: usize) -> String {
-    v.sort_by(f64::total_cmp);
-    format!(
-        "{name}: n={} of {expected}, p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        v.len(),
-        percentile(&v, 50.0),
-        percentile(&v, 90.0),
-        percentile(&v, 99.0),
-        v.last().copied().unwrap_or(f64::NAN)
-    )
-}
-
-async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
-    let bin = sibling_binary("costpipe-aggregator", &a.aggregator_bin)?;
-    let id = short_id();
-    let topic = format!("bench.latency.{id}");
-    let database = format!("bench_lat_{id}");
-    ensure_topics(
-        &common.brokers,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: a.partitions,
-            compacted: false,
-        }],
-    )
-    .await?;
-    let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &[])?;
-    // Wait for every partition to be taken up.
-    let started = Instant::now();
-    loop {
-        agg.assert_running()?;
-        let m = agg.metrics();
-        if metric(&m, "assigned_partitions") == Some(a.partitions as f64) {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "partitions not assigned after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "aggregator holds {} partitions after {:.1}s",
-        a.partitions,
-        started.elapsed().as_secs_f64()
-    );
-    let tenants: Vec<String> = (0..a.tenants).map(|i| format!("lat-{i}")).collect();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &common.brokers)
-        // The emitter's settings (ingest/src/emitter.rs, linger at its default).
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "10")
-        .set("batch.size", (1 << 20).to_string())
-        .create()?;
-    let codec = UsageCodec::current();
-    let produced: Arc<Mutex<HashMap<uuid::Uuid, Produced>>> = Default::default();
-    // Per tenant, produce times in order: the live view's count c means the first c are in.
-    let per_tenant: Shared<Vec<Vec<(f64, bool)>>> =
-        Arc::new(Mutex::new(vec![Vec::new(); a.tenants]));
-    let stop = Arc::new(AtomicBool::new(false));
-
-    // ClickHouse poller: the first poll that returns an id is when its row is visible.
-    let ch_seen: Arc<Mutex<HashMap<uuid::Uuid, (f64, i64)>>> = Default::default();
-    let ch_rtt: Arc<Mutex<Vec<f64>>> = Default::default();
-    let ch_task = {
-        let (ch, seen, stop, rtt) = (
-            ch_client(&common.clickhouse_url),
-            ch_seen.clone(),
-            stop.clone(),
-            ch_rtt.clone(),
-        );
-        let (database, poll) = (database.clone(), a.ch_poll_ms);
-        tokio::spawn(async move {
-            let mut since = wall_ms() as i64 - 60_000;
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = wall_ms();
-                let rows = ch
-                    .query(&format!(
-                        "SELECT toString(event_id) AS id, \
-                         toInt64(toUnixTimestamp64Milli(ingested_at)) AS ingested_ms \
-                         FROM {database}.usage_events_priced \
-                         WHERE ingested_at >= fromUnixTimestamp64Milli(toInt64({since}))"
-                    ))
-                    .fetch_all::<SeenRow>()
-                    .await;
-                let t1 = wall_ms();
-                if let Ok(rows) = rows {
-                    rtt.lock().unwrap().push(t1 - t0);
-                    let mut seen = seen.lock().unwrap();
-                    for r in rows {
-                        if let Ok(id) = uuid::Uuid::parse_str(&r.id) {
-                            seen.entry(id).or_insert((t1, r.ingested_ms));
-                        }
-                        since = since.max(r.ingested_ms - 10_000);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(poll)).await;
-            }
-        })
-    };
-
-    // Live-view poller: per tenant, the `month` events count summed over its keys.
-    let live_seen: Arc<Mutex<Vec<Vec<f64>>>> = Arc::new(Mutex::new(vec![Vec::new(); a.tenants]));
-    let live_rtt: Arc<Mutex<Vec<f64>>> = Default::default();
-    let live_thread = {
-        let (addr, tenants, seen, stop, rtt) = (
-            agg.metrics_addr.clone(),
-            tenants.clone(),
-            live_seen.clone(),
-            stop.clone(),
-            live_rtt.clone(),
-        );
-        let poll = a.live_poll_ms;
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                for (i, t) in tenants.iter().enumerate() {
-                    let t0 = wall_ms();
-                    let Ok((200, body)) = http_get(&addr, &format!("/v1/live/tenants/{t}")) else {
-                        continue;
-                    };
-                    let t1 = wall_ms();
-                    rtt.lock().unwrap().push(t1 - t0);
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
-                        continue;
-                    };
-                    let count: u64 = v["keys"]
-                        .as_array()
-                        .map(|keys| {
-                            keys.iter()
-                                .filter_map(|k| k["windows"]["month"]["events"].as_u64())
-                                .sum()
-                        })
-                        .unwrap_or(0);
-                    let mut seen = seen.lock().unwrap();
-                    let s = &mut seen[i];
-                    while (s.len() as u64) < count {
-                        s.push(t1);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(poll));
-            }
-        })
-    };
-
-    // A plain consumer of the same topic: the Kafka part of both latencies.
-    let kafka_seen: Arc<Mutex<HashMap<uuid::Uuid, f64>>> = Default::default();
-    let kafka_thread = {
-        let (brokers, topic, seen, stop) = (
-            common.brokers.clone(),
-            topic.clone(),
-            kafka_seen.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", format!("bench-lat-raw-{}", short_id()))
-                .set("enable.auto.commit", "false")
-                .set("fetch.queue.backoff.ms", "10")
-                .create()?;
-            let mut tpl = TopicPartitionList::new();
-            for p in partitions_of(&brokers, &topic)? {
-                tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-            }
-            consumer.assign(&tpl)?;
-            let codec = UsageCodec::current();
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                    let at = wall_ms();
-                    if let Some(e) = m.payload().and_then(|p| codec.decode(p).ok()) {
-                        seen.lock().unwrap().insert(e.event_id, at);
-                    }
-                }
-            }
-            Ok(())
-        })
-    };
-
-    // Producer: a steady rate, paced against the clock.
-    let total = a.rate * (a.warmup_s + a.seconds);
-    let warmup = a.rate * a.warmup_s;
-    let mut deliveries = Vec::with_capacity(total as usize);
-    let t0 = Instant::now();
-    let mut cpu_start = None;
-    for i in 0..total {
-        let due = Duration::from_secs_f64(i as f64 / a.rate as f64);
-        let elapsed = t0.elapsed();
-        if due > elapsed {
-            tokio::time::sleep(due - elapsed).await;
-        }
-        if i == warmup {
-            cpu_start = cpu_seconds(agg.pid());
-        }
-        let tenant = (i as usize) % a.tenants;
-        let at = wall_ms();
-        let mut e = UsageEvent::new(
-            uuid::Uuid::new_v4(),
-            at as i64,
-            tenants[tenant].clone(),
-            "openai",
-            "gpt-4o-mini",
-        );
-        e.department = Some("engineering".into());
-        e.input_tokens = 1200;
-        e.output_tokens = 300;
-        let bytes = codec.encode(&e)?;
-        let measured = i >= warmup;
-        produced.lock().unwrap().insert(
-            e.event_id,
-            Produced {
-                at_ms: at,
-                measured,
-            },
-        );
-        per_tenant.lock().unwrap()[tenant].push((at, measured));
-        let record = FutureRecord::to(&topic)
-            .key(tenants[tenant].as_bytes())
-            .payload(&bytes);
-        match producer.send_result(record) {
-            Ok(d) => deliveries.push(d),
-            Err((e, _)) => anyhow::bail!("produce failed: {e}"),
-        }
-    }
-    let produce_s = t0.elapsed().as_secs_f64();
-    let cpu_end = cpu_seconds(agg.pid());
-    let mut failed = 0;
-    for d in deliveries {
-        if !matches!(d.await, Ok(Ok(_))) {
-            failed += 1;
-        }
-    }
-    println!(
-        "produced {total} events ({warmup} warm-up) in {produce_s:.1}s ({:.0}/s), {failed} failed",
-        total as f64 / produce_s
-    );
-    // Wait until everything was seen in both places (or 30 s).
-    let waited = Instant::now();
-    loop {
-        let ch_n = ch_seen.lock().unwrap().len() as u64;
-        let live_n: u64 = live_seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.len() as u64)
-            .sum();
-        if (ch_n >= total && live_n >= total) || waited.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let _ = ch_task.await;
-    let _ = live_thread.join();
-    let _ = kafka_thread.join();
-    let metrics = agg.metrics();
-    agg.stop().await;
-    if !a.keep_db {
-        ch_client(&common.clickhouse_url)
-            .query(&format!("DROP DATABASE IF EXISTS {database}"))
-            .execute()
-            .await?;
-    }
-
-    let produced = produced.lock().unwrap();
-    let measured_n = produced.values().filter(|p| p.measured).count();
-    let mut to_row = Vec::new();
-    let mut to_ingested_at = Vec::new();
-    for (id, (seen_at, ingested_ms)) in ch_seen.lock().unwrap().iter() {
-        if let Some(p) = produced.get(id).filter(|p| p.measured) {
-            to_row.push(seen_at - p.at_ms);
-            to_ingested_at.push(*ingested_ms as f64 - p.at_ms);
-        }
-    }
-    let mut to_kafka = Vec::new();
-    for (id, seen_at) in kafka_seen.lock().unwrap().iter() {
-        if let Some(p) = produced.get(id).filter(|p| p.measured) {
-            to_kafka.push(seen_at - p.at_ms);
-        }
-    }
-    let mut to_live = Vec::new();
-    let per_tenant = per_tenant.lock().unwrap();
-    for (t, seen) in live_seen.lock().unwrap().iter().enumerate() {
-        for (k, seen_at) in seen.iter().enumerate() {
-            if let Some(&(at, true)) = per_tenant[t].get(k) {
-                to_live.push(seen_at - at);
-            }
-        }
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    println!(
-        "{}",
-        summary(
-            "production → row visible in ClickHouse (poll)",
-            to_row,
-            measured_n
-        )
-    );
-    println!(
-        "{}",
-        summary(
-            "production → ingested_at (insert built)",
-            to_ingested_at,
-            measured_n
-        )
-    );
-    println!(
-        "{}",
-        summary("production → live view month count", to_live, measured_n)
-    );
-    println!(
-        "{}",
-        summary(
-            "production → received by a plain rdkafka consumer",
-            to_kafka,
-            measured_n
-        )
-    );
-    println!(
-        "poll round trips: ClickHouse mean {:.1} ms every +{} ms; live view mean {:.2} ms per tenant, {} tenants, every +{} ms",
-        mean(&ch_rtt.lock().unwrap()),
-        a.ch_poll_ms,
-        mean(&live_rtt.lock().unwrap()),
-        a.tenants,
-        a.live_poll_ms
-    );
-    if let (Some(s), Some(e)) = (cpu_start, cpu_end) {
-        println!(
-            "aggregator CPU during the measured phase: {:.1} % of a core ({:.1} µs/event)",
-            (e - s) / a.seconds as f64 * 100.0,
-            (e - s) * 1e6 / (a.rate * a.seconds) as f64
-        );
-    }
-    println!(
-        "epochs written {}, time inside writes {:.1}s, database {database}, topic {topic}",
-        metric(&metrics, "epochs_written_total").unwrap_or(f64::NAN),
-        metric(&metrics, "flush_seconds_total").unwrap_or(f64::NAN),
-    );
     Ok(())
 }
