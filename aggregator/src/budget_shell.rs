@@ -31,7 +31,8 @@ use crate::clickhouse_store::ClickHouseStore;
 use crate::config::AggregatorConfig;
 use crate::kafka_sinks;
 use crate::kafka_source::restore_since;
-use crate::telemetry::{LevelLabel, Metrics};
+use crate::telemetry::{BudgetLabel, LevelLabel, Metrics};
+use crate::usage_metrics::{top_ratios, usage_ratio};
 
 /// How long start-up waits for a compacted topic to be read.
 const TABLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +51,10 @@ pub struct BudgetShell {
     tick_ms: i64,
     last_tick: i64,
     metrics: Metrics,
+    /// At most this many budgets in `llm_budget_usage_ratio`.
+    max_ratios: usize,
+    /// Budget ids with a ratio series.
+    ratio_ids: BTreeSet<String>,
 }
 
 fn facts_of(row: &SpendRow) -> SpendFacts<'_> {
@@ -211,6 +216,8 @@ impl BudgetShell {
             tick_ms: config.budget_tick_ms.max(10),
             last_tick: 0,
             metrics,
+            max_ratios: config.metrics_max_budgets,
+            ratio_ids: BTreeSet::new(),
         })
     }
 
@@ -295,8 +302,42 @@ impl BudgetShell {
                 }
             }
             self.metrics.budgets.set(processor.budgets().len() as i64);
+            self.export_ratios(processor, now_ms);
         }
         self.forward(processor);
+    }
+
+    /// `llm_budget_usage_ratio` of the budgets this instance evaluates (owned, spend
+    /// restored): spend over limit in the current period or window, as evaluated.
+    fn export_ratios(&mut self, processor: &Processor, now_ms: i64) {
+        let book = processor.budgets();
+        let pending: BTreeSet<_> = book.pending_backfill().into_iter().collect();
+        let ratios = book
+            .ids()
+            .filter(|id| !pending.contains(*id))
+            .filter_map(|id| {
+                let budget = book.get(id)?;
+                if !book.owns(budget.tenant.as_deref()) {
+                    return None;
+                }
+                let spend = book.spend_of(id, now_ms)?;
+                Some((id.to_string(), usage_ratio(spend, budget.limit_at(now_ms))))
+            })
+            .collect();
+        let exported = top_ratios(ratios, self.max_ratios);
+        let now: BTreeSet<String> = exported.iter().map(|(id, _)| id.clone()).collect();
+        for gone in self.ratio_ids.difference(&now) {
+            self.metrics.budget_usage_ratio.remove(&BudgetLabel {
+                budget_id: gone.clone(),
+            });
+        }
+        for (budget_id, ratio) in exported {
+            self.metrics
+                .budget_usage_ratio
+                .get_or_create(&BudgetLabel { budget_id })
+                .set(ratio);
+        }
+        self.ratio_ids = now;
     }
 
     /// After partitions were assigned or revoked: ownership, what was published (other

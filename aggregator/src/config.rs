@@ -170,9 +170,28 @@ pub struct AggregatorConfig {
         default_value_t = 5_000
     )]
     pub clickhouse_max_backoff_ms: u64,
+    /// Tenants with a `tenant` label of their own in `llm_cost_usd_total`: the top N by USD
+    /// cost counted since start; the rest are `tenant="other"` (DEVELOPERS.md, "Metrics").
+    #[arg(long, env = "COSTPIPE_METRICS_MAX_TENANTS", default_value_t = 50)]
+    pub metrics_max_tenants: usize,
+    /// Departments with a label of their own per named tenant (the same rule; the rest are
+    /// `department="other"`).
+    #[arg(long, env = "COSTPIPE_METRICS_MAX_DEPARTMENTS", default_value_t = 20)]
+    pub metrics_max_departments: usize,
+    /// Budgets exported in `llm_budget_usage_ratio` (the highest ratios when there are more).
+    #[arg(long, env = "COSTPIPE_METRICS_MAX_BUDGETS", default_value_t = 500)]
+    pub metrics_max_budgets: usize,
 }
 
 impl AggregatorConfig {
+    /// The usage metrics' label caps.
+    pub fn metrics_caps(&self) -> crate::usage_metrics::Caps {
+        crate::usage_metrics::Caps {
+            tenants: self.metrics_max_tenants,
+            departments: self.metrics_max_departments,
+        }
+    }
+
     /// Where this instance is reached.
     pub fn advertised_url(&self) -> String {
         self.advertised_url

@@ -7,6 +7,9 @@
 //! bounded in records (`COSTPIPE_SINK_MAX_PENDING_RECORDS`): when ClickHouse is down, steps are
 //! retried with the core's backoff, the bound is reached, and the run loop stops consuming
 //! instead of buffering without limit or exiting.
+//!
+//! A stored epoch is also tallied here for the usage metrics ([`EpochTally`]: one pass over
+//! its events), so that the consuming task only applies a per-key summary.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +17,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use costpipe_aggregator_core::metrics::EpochTally;
 use costpipe_aggregator_core::stores::Written;
 use costpipe_aggregator_core::{EpochWrite, Progress, SealedEpoch, StepOutcome, WriteStep};
 use costpipe_kafka::dead_letters::DeadLetterProducer;
+use costpipe_pricing::Catalog;
 
 use crate::clickhouse_store::{ClickHouseStore, EVENTS_TABLE};
 use crate::kafka_sinks;
@@ -29,6 +34,8 @@ pub enum SinkReport {
         epoch: SealedEpoch,
         generation: u64,
         seconds: f64,
+        /// What the epoch adds to the usage metrics.
+        tally: Box<EpochTally>,
     },
     /// Another owner claimed the partition; nothing more is written for it by this owner.
     Fenced { partition: i32, generation: u64 },
@@ -40,9 +47,13 @@ pub enum SinkReport {
     },
 }
 
+/// An epoch waiting in the sink: the write, the catalog it was priced with (its rates put
+/// the tally into USD), and its records' room.
+type Queued = (EpochWrite, Arc<Catalog>, OwnedSemaphorePermit);
+
 /// The run loop's end of the sink.
 pub struct EpochSink {
-    queue: mpsc::UnboundedSender<(EpochWrite, OwnedSemaphorePermit)>,
+    queue: mpsc::UnboundedSender<Queued>,
     /// One permit per record pending in the sink.
     pending: Arc<Semaphore>,
     max_pending: u32,
@@ -71,9 +82,9 @@ impl EpochSink {
         )
     }
 
-    /// Queues an epoch, waiting while the records pending in the sink are at the bound
-    /// (backpressure).
-    pub async fn send(&self, write: EpochWrite) -> anyhow::Result<()> {
+    /// Queues an epoch priced under `catalog`, waiting while the records pending in the sink
+    /// are at the bound (backpressure).
+    pub async fn send(&self, write: EpochWrite, catalog: Arc<Catalog>) -> anyhow::Result<()> {
         let records = u32::try_from(write.epoch().records())
             .unwrap_or(u32::MAX)
             .clamp(1, self.max_pending);
@@ -84,7 +95,7 @@ impl EpochSink {
             .await
             .map_err(|_| anyhow::anyhow!("the epoch sink is closed"))?;
         self.queue
-            .send((write, permit))
+            .send((write, catalog, permit))
             .map_err(|_| anyhow::anyhow!("the epoch sink task stopped"))
     }
 
@@ -95,20 +106,25 @@ impl EpochSink {
 
     /// Whether an epoch is still queued or being written (its permit is held until done).
     pub fn is_busy(&self) -> bool {
-        self.pending.available_permits() < self.max_pending as usize
+        self.pending() > 0
+    }
+
+    /// Records queued or being written.
+    pub fn pending(&self) -> usize {
+        (self.max_pending as usize).saturating_sub(self.room())
     }
 }
 
 async fn run(
     store: ClickHouseStore,
     dead_letters: DeadLetterProducer,
-    mut queue: mpsc::UnboundedReceiver<(EpochWrite, OwnedSemaphorePermit)>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
     reports: mpsc::UnboundedSender<SinkReport>,
 ) {
     // Partitions fenced off: their queued epochs are dropped unwritten.
     let mut fenced: std::collections::BTreeMap<i32, u64> = Default::default();
     // The permit is held until the epoch is done with, then frees its records' room.
-    while let Some((mut write, _permit)) = queue.recv().await {
+    while let Some((mut write, catalog, _permit)) = queue.recv().await {
         let partition = write.epoch().partition;
         if fenced
             .get(&partition)
@@ -154,10 +170,14 @@ async fn run(
         }
         if complete {
             let generation = write.generation();
+            let seconds = started.elapsed().as_secs_f64();
+            let epoch = write.into_epoch();
+            let tally = Box::new(EpochTally::of(&epoch.events, &catalog));
             let _ = reports.send(SinkReport::Complete {
-                epoch: write.into_epoch(),
+                epoch,
                 generation,
-                seconds: started.elapsed().as_secs_f64(),
+                seconds,
+                tally,
             });
         }
     }

@@ -9,6 +9,7 @@
 //! partition can be returned. While ClickHouse is unreachable the callback retries with
 //! backoff, so consumption waits instead of the process exiting.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +17,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
@@ -59,6 +61,8 @@ pub struct SourceContext {
     runtime: Handle,
     changes: Mutex<Vec<PartitionChange>>,
     pending: AtomicBool,
+    /// (low, high) watermark per partition of the usage topic, from the last statistics.
+    offsets: Mutex<BTreeMap<i32, (i64, i64)>>,
 }
 
 impl SourceContext {
@@ -71,6 +75,12 @@ impl SourceContext {
             .lock()
             .map(|mut c| std::mem::take(&mut *c))
             .unwrap_or_default()
+    }
+
+    /// The broker's (low, high) watermarks per partition, as of the consumer's last
+    /// statistics (every [`STATISTICS_INTERVAL_MS`]).
+    pub fn broker_offsets(&self) -> BTreeMap<i32, (i64, i64)> {
+        self.offsets.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
     fn push(&self, change: PartitionChange) {
@@ -179,7 +189,26 @@ pub fn restore_since(now_ms: i64) -> i64 {
         .map_or(0, |t| t.timestamp_millis() - 86_400_000)
 }
 
-impl ClientContext for SourceContext {}
+/// How often librdkafka reports statistics (the consumer-lag metric's refresh).
+pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        // Partition -1 is librdkafka's internal unassigned queue; negative offsets are unknown.
+        let offsets = topic
+            .partitions
+            .iter()
+            .filter(|(p, s)| **p >= 0 && s.hi_offset >= 0)
+            .map(|(p, s)| (*p, (s.lo_offset.max(0), s.hi_offset)))
+            .collect();
+        if let Ok(mut o) = self.offsets.lock() {
+            *o = offsets;
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn rebalance(
@@ -235,6 +264,7 @@ pub fn subscribe(
         runtime: Handle::current(),
         changes: Mutex::new(Vec::new()),
         pending: AtomicBool::new(false),
+        offsets: Mutex::new(BTreeMap::new()),
     };
     let consumer: UsageConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -253,6 +283,8 @@ pub fn subscribe(
         .set("max.poll.interval.ms", "900000")
         // librdkafka's 1 s default stalls partitions whenever decoding lags fetching.
         .set("fetch.queue.backoff.ms", "10")
+        // Watermarks for the consumer-lag metric, without a request of our own.
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
         // A real Kafka broker answers a fetch as soon as data arrives; tansu holds it for
         // about half this long even when it has data, which every event then waits for
         // (aggregator/BENCHMARKS.md, "2026-12-01: budgets").

@@ -1,6 +1,7 @@
 //! The aggregator service around the pure core (`costpipe-aggregator-core`): the Kafka
-//! source, the ClickHouse store (positions and rows), the epoch sink, the live view, the dead-letter and control producers,
-//! catalog reloading, metrics, and the run loop. Binaries: `costpipe-aggregator` and
+//! source, the ClickHouse store (positions and rows), the epoch sink, the live view, the
+//! dead-letter and control producers, catalog reloading, metrics (the usage metrics are fed
+//! by stored epochs), and the run loop. Binaries: `costpipe-aggregator` and
 //! `costpipe-reprice`.
 
 pub mod budget_shell;
@@ -17,3 +18,4 @@ pub mod kafka_source;
 pub mod live;
 pub mod pipeline;
 pub mod telemetry;
+pub mod usage_metrics;

@@ -36,7 +36,8 @@ use crate::epoch_sink::{EpochSink, SinkReport};
 use crate::kafka_sinks;
 use crate::kafka_source::{self, PartitionChange, RestoreSettings, UsageConsumer};
 use crate::live::{LiveReply, LiveRequest};
-use crate::telemetry::{Metrics, OutcomeLabel, ReasonLabel};
+use crate::telemetry::{Metrics, OutcomeLabel, PartitionLabel, ReasonLabel};
+use crate::usage_metrics::UsageMetrics;
 
 /// Records taken from the consumer per turn of the main loop.
 const RECORDS_PER_TURN: usize = 256;
@@ -55,6 +56,10 @@ pub struct Pipeline {
     budgets: BudgetShell,
     catalog: Arc<Catalog>,
     metrics: Metrics,
+    /// The seeds' usage metrics, fed by stored epochs.
+    usage: UsageMetrics,
+    /// Partitions with a consumer-lag series.
+    lag_partitions: BTreeSet<i32>,
     catalog_watcher: Option<CatalogWatcher>,
     registry: Option<RegistryClient>,
     /// Ids the registry does not have: their records are dead-lettered without asking again.
@@ -134,7 +139,10 @@ impl Pipeline {
             .as_deref()
             .map(RegistryClient::new);
         let config_owner = config.advertised_url();
+        let usage = UsageMetrics::new(metrics.clone(), config.metrics_caps());
         Ok(Pipeline {
+            usage,
+            lag_partitions: BTreeSet::new(),
             catalog_watcher,
             registry,
             missing_schema_ids: HashSet::new(),
@@ -180,6 +188,7 @@ impl Pipeline {
                 _ = tick.tick() => {
                     self.apply_partition_changes().await;
                     self.seal_and_send(&sink, false).await?;
+                    self.metrics.sink_pending_records.set(sink.pending() as i64);
                     self.budgets.on_tick(&mut self.processor, &self.store, now_ms()).await;
                 }
                 Some(report) = reports.recv() => self.handle_report(report).await,
@@ -228,6 +237,8 @@ impl Pipeline {
                             self.seal_and_send(&sink, false).await?;
                         }
                     }
+                    // Once per turn, not per record.
+                    self.metrics.records_consumed.inc_by(taken as u64);
                 }
             }
         }
@@ -263,7 +274,13 @@ impl Pipeline {
                 initial_backoff_ms: 100,
                 max_backoff_ms: self.config.clickhouse_max_backoff_ms,
             };
-            sink.send(EpochWrite::new(epoch, generation, retry)).await?;
+            // Catalogs are swapped only after every open epoch was sealed, so the one in force
+            // now priced this epoch.
+            sink.send(
+                EpochWrite::new(epoch, generation, retry),
+                self.catalog.clone(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -275,6 +292,35 @@ impl Pipeline {
         let (keys, bytes) = self.processor.window_size();
         self.metrics.window_keys.set(keys as i64);
         self.metrics.window_bytes.set(bytes as i64);
+        self.metrics
+            .recent_ids
+            .set(self.processor.recent_ids_count() as i64);
+        self.update_lag();
+    }
+
+    /// Consumer lag per assigned partition: the broker's high watermark (from the consumer's
+    /// statistics) minus the next offset the processor expects. tansu reports watermarks
+    /// short of the last record at times, so a negative difference is shown as 0.
+    fn update_lag(&mut self) {
+        let offsets = self.consumer.context().broker_offsets();
+        let assigned: BTreeSet<i32> = self.processor.assigned().collect();
+        for p in self.lag_partitions.difference(&assigned) {
+            self.metrics
+                .consumer_lag
+                .remove(&PartitionLabel { partition: *p });
+        }
+        self.lag_partitions.retain(|p| assigned.contains(p));
+        for &p in &assigned {
+            let Some(&(low, high)) = offsets.get(&p) else {
+                continue;
+            };
+            let next = self.processor.next_offset(p).unwrap_or(low);
+            self.metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabel { partition: p })
+                .set(high.saturating_sub(next).max(0));
+            self.lag_partitions.insert(p);
+        }
     }
 
     async fn handle_report(&mut self, report: SinkReport) {
@@ -283,22 +329,14 @@ impl Pipeline {
                 epoch,
                 generation: _,
                 seconds,
+                tally,
             } => {
                 self.metrics.epochs_written.inc();
                 self.metrics.flush_seconds_total.inc_by(seconds);
+                self.metrics.flush_latency.observe(seconds);
                 // A rebuilt epoch is rebuilt only because its first write never completed, so
-                // counting every completed epoch counts each record once.
-                self.metrics.events_priced.inc_by(epoch.events.len() as u64);
-                self.metrics.events_unpriced.inc_by(
-                    epoch
-                        .events
-                        .iter()
-                        .filter(|e| e.priced.is_unpriced())
-                        .count() as u64,
-                );
-                self.metrics
-                    .events_late
-                    .inc_by(epoch.events.iter().filter(|e| e.late).count() as u64);
+                // counting every completed epoch counts each record once (usage_metrics.rs).
+                self.usage.record(&tally);
                 self.metrics
                     .events_duplicate
                     .inc_by(epoch.duplicates.len() as u64);
@@ -311,6 +349,8 @@ impl Pipeline {
                         .inc();
                     tracing::warn!(partition = dl.partition, offset = dl.offset, reason_code = dl.reason_code, error = %dl.reason, "dead letter");
                 }
+                // Last: a scrape that sees the epoch's events counted sees all of the above.
+                self.metrics.events_priced.inc_by(tally.events);
                 let mut commit = TopicPartitionList::new();
                 if commit
                     .add_partition_offset(

@@ -111,8 +111,18 @@ pub struct AppState {
 }
 
 async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // The route's template, not the path: tenant ids and periods stay out of the labels.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
     state.metrics.response(resp.status().as_u16());
+    state
+        .metrics
+        .latency(&route, started.elapsed().as_secs_f64());
     resp
 }
 

@@ -2,8 +2,9 @@
 //! ClickHouse migrations: every dashboard is valid JSON, every data source a panel, query or
 //! variable names is provisioned (by uid, with the same type), every ClickHouse table a
 //! query reads is created by `schemas/clickhouse/`, and the compose file mounts the files
-//! where the provisioning expects them and installs the plugin. Needs neither binaries nor
-//! a stack.
+//! where the provisioning expects them and installs the plugin; Grafana reads ClickHouse as
+//! a read-only user (`deploy/clickhouse/users.d/`) that is not the pipeline's. Needs neither
+//! binaries nor a stack.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -345,5 +346,141 @@ fn compose_mounts_and_configures_grafana_as_provisioned() {
         problems.is_empty(),
         "Grafana in docker-compose.yml:\n  - {}",
         problems.join("\n  - ")
+    );
+}
+
+/// The inner text of the first `<tag>` (or `<tag attr…>`) element of `xml`.
+fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = [format!("<{tag}>"), format!("<{tag} ")]
+        .iter()
+        .filter_map(|o| xml.find(o.as_str()))
+        .min()?;
+    let start = open + xml[open..].find('>')? + 1;
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(&xml[start..end])
+}
+
+/// `xml` without its `<!-- … -->` comments.
+fn without_comments(xml: &str) -> String {
+    let mut out = String::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<!--") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find("-->").map_or("", |j| &rest[i + j + 3..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The service of docker-compose.yml whose image starts with `image`.
+fn service_by_image(compose: &yaml_rust2::Yaml, image: &str) -> yaml_rust2::Yaml {
+    compose["services"]
+        .as_hash()
+        .into_iter()
+        .flatten()
+        .map(|(_, s)| s)
+        .find(|s| scalar(&s["image"]).is_some_and(|i| i.starts_with(image)))
+        .unwrap_or_else(|| panic!("docker-compose.yml has no {image} service"))
+        .clone()
+}
+
+/// A service's environment as written (`${VAR:-…}` not expanded).
+fn raw_env(service: &yaml_rust2::Yaml) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_hash()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
+        .collect()
+}
+
+#[test]
+fn grafana_reads_clickhouse_as_a_read_only_user() {
+    // The ClickHouse data source's user and password variable.
+    let mut login = None;
+    for file in files_in(&format!("{PROVISIONING}/datasources"), ".yml") {
+        let yaml = load_yaml(&file).unwrap_or_else(|e| panic!("{e}"));
+        for ds in yaml["datasources"].as_vec().into_iter().flatten() {
+            if scalar(&ds["type"]).as_deref() == Some("grafana-clickhouse-datasource") {
+                login = Some((
+                    scalar(&ds["jsonData"]["username"]).expect("a ClickHouse username"),
+                    scalar(&ds["secureJsonData"]["password"]).expect("a ClickHouse password"),
+                ));
+            }
+        }
+    }
+    let (user, password) = login.expect("a provisioned ClickHouse data source");
+    let password_var = password
+        .strip_prefix("${")
+        .and_then(|p| p.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("the data source's password {password:?} is not one ${{VAR}}"))
+        .to_string();
+
+    let compose = load_yaml("docker-compose.yml").unwrap_or_else(|e| panic!("{e}"));
+    let clickhouse = service_by_image(&compose, "clickhouse/clickhouse-server");
+    let grafana = service_by_image(&compose, "grafana/grafana");
+    let (ch_env, grafana_env) = (raw_env(&clickhouse), raw_env(&grafana));
+    // Not the pipeline's own login.
+    let pipeline_user = ch_env
+        .get("CLICKHOUSE_USER")
+        .map(|v| interpolate(v).expect("CLICKHOUSE_USER").value)
+        .unwrap_or_else(|| "default".into());
+    assert_ne!(
+        user, pipeline_user,
+        "Grafana logs in as the pipeline's user"
+    );
+    assert!(
+        !grafana_env.contains_key("COSTPIPE_CLICKHOUSE_PASSWORD"),
+        "Grafana is given the pipeline's ClickHouse password"
+    );
+
+    // The users.d files mounted into the ClickHouse server.
+    let users_d: Vec<String> = clickhouse["volumes"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .filter_map(scalar)
+        .filter_map(|m| {
+            let mut parts = m.split(':');
+            let (source, target) = (parts.next()?, parts.next()?);
+            target
+                .starts_with("/etc/clickhouse-server/users.d/")
+                .then(|| source.trim_start_matches("./").to_string())
+        })
+        .collect();
+    let definition = users_d
+        .iter()
+        .map(|f| without_comments(&read_repo_file(f).unwrap_or_else(|e| panic!("{e}"))))
+        .find(|xml| element(xml, "users").is_some_and(|u| element(u, &user).is_some()))
+        .unwrap_or_else(|| {
+            panic!("no users.d file mounted into clickhouse ({users_d:?}) defines user {user}")
+        });
+    let users = element(&definition, "users").expect("<users>");
+    let entry = element(users, &user).expect("the user");
+    let profile = element(entry, "profile")
+        .unwrap_or_else(|| panic!("user {user} has no profile"))
+        .trim();
+    let profiles = element(&definition, "profiles").expect("<profiles>");
+    let settings = element(profiles, profile)
+        .unwrap_or_else(|| panic!("profile {profile} is not defined beside user {user}"));
+    assert_eq!(
+        element(settings, "readonly").map(str::trim),
+        Some("1"),
+        "profile {profile} is readonly = 1"
+    );
+    // The password: from the server's environment, set from the same variable as Grafana's.
+    let from_env = format!("<password from_env=\"{password_var}\"");
+    assert!(
+        entry.contains(&from_env),
+        "user {user}'s password is not read from {password_var}: {entry}"
+    );
+    let (in_ch, in_grafana) = (ch_env.get(&password_var), grafana_env.get(&password_var));
+    assert!(
+        in_ch.is_some() && in_ch == in_grafana,
+        "{password_var} differs between clickhouse ({in_ch:?}) and grafana ({in_grafana:?})"
+    );
+    assert!(
+        in_ch.is_some_and(|v| v.contains(":?")),
+        "{password_var} is a secret without a default: {in_ch:?}"
     );
 }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod dead_letter;
 pub mod epoch;
 pub mod epoch_writer;
+pub mod metrics;
 pub mod period;
 pub mod processor;
 pub mod recent_ids;

@@ -289,6 +289,17 @@ impl Processor {
         (self.windows.key_count(), self.windows.heap_bytes())
     }
 
+    /// The next offset `partition` expects (`None`: not assigned, or no record yet and the
+    /// partition starts at its beginning), for the consumer-lag metric.
+    pub fn next_offset(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition).and_then(|p| p.next_offset)
+    }
+
+    /// Counted event ids remembered over every assigned partition (the state-size metric).
+    pub fn recent_ids_count(&self) -> usize {
+        self.partitions.values().map(|p| p.recent.len()).sum()
+    }
+
     /// Partitions currently assigned.
     pub fn assigned(&self) -> impl Iterator<Item = i32> + '_ {
         self.partitions.keys().copied()

@@ -1,7 +1,7 @@
 //! costpipe-reprice: after a catalog change, recomputes the cost of a tenant's stored events
 //! in a period and writes corrections, so that ClickHouse totals match the new catalog. Every
 //! change is kept in `usage_cost_corrections` (the audit trail). Running it again changes
-//! nothing.
+//! nothing. On a terminal each step shows progress on stderr; the last line is a summary.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,7 @@ use costpipe_aggregator::clickhouse_store::ClickHouseStore;
 use costpipe_aggregator_core::reprice::corrections;
 use costpipe_clickhouse::{retry, ClickHouseArgs, RetryPolicy};
 use costpipe_pricing::{price_event, Catalog};
+use costpipe_progress::Progress;
 
 /// Repricing settings.
 #[derive(Debug, Parser)]
@@ -84,11 +85,16 @@ async fn run(cfg: RepriceConfig) -> anyhow::Result<()> {
         || store.migrate(),
     )
     .await?;
+    let started = std::time::Instant::now();
+    let reading = Progress::spinner("reading stored events");
     let events = stored_events(&store, &cfg.tenant, start, end).await?;
+    reading.clear();
+    let pricing = Progress::bar(events.len() as u64, "events", "repricing");
     let mut changes = Vec::new();
     let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut changed_events = 0usize;
     for stored in &events {
+        pricing.inc(1);
         let priced = price_event(&catalog, &stored.event);
         let deltas = corrections(&stored.amounts, &priced);
         changed_events += usize::from(!deltas.is_empty());
@@ -102,6 +108,7 @@ async fn run(cfg: RepriceConfig) -> anyhow::Result<()> {
             });
         }
     }
+    pricing.clear();
     println!(
         "tenant {} period {}: {} events examined, {changed_events} change under catalog {}",
         cfg.tenant,
@@ -112,10 +119,24 @@ async fn run(cfg: RepriceConfig) -> anyhow::Result<()> {
     for (currency, delta) in &totals {
         println!("  billed total changes by {delta} {currency}");
     }
+    let examined = events.len();
+    let summary = |written: &str| {
+        format!(
+            "repriced {} {}: {examined} events examined, {changed_events} changed, {written} ({:.1} s)",
+            cfg.tenant,
+            cfg.period,
+            started.elapsed().as_secs_f64()
+        )
+    };
     if changes.is_empty() || cfg.dry_run {
-        if cfg.dry_run {
-            println!("dry run: nothing written");
-        }
+        println!(
+            "{}",
+            summary(if cfg.dry_run {
+                "dry run: nothing written"
+            } else {
+                "nothing to write"
+            })
+        );
         return Ok(());
     }
     let run_id = format!(
@@ -125,10 +146,11 @@ async fn run(cfg: RepriceConfig) -> anyhow::Result<()> {
         catalog.version(),
         DateTime::<Utc>::from(std::time::SystemTime::now()).format("%Y%m%dT%H%M%S%.3fZ")
     );
+    let writing = Progress::spinner("writing corrections");
     write_corrections(&store, &run_id, catalog.version(), &cfg.reason, &changes).await?;
-    println!(
-        "wrote {} corrections as run {run_id} (table usage_cost_corrections)",
+    writing.finish(summary(&format!(
+        "{} corrections written as run {run_id} (table usage_cost_corrections)",
         changes.len()
-    );
+    )));
     Ok(())
 }

@@ -179,7 +179,33 @@ pub fn router(app: Arc<App>) -> Router {
             get(|State(app): State<Arc<App>>| async move { app.metrics.encode() }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            count_requests,
+        ))
         .with_state(app)
+}
+
+/// Counts every answer by route template (not the path: bounded labels) and status, with
+/// its latency to the response head.
+async fn count_requests(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    app.metrics.answered(
+        &route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 fn now_ms() -> i64 {

@@ -12,6 +12,7 @@
 //! The HTTP service runs with every limit on: timeouts, connection cap, and per-tenant rates
 //! (set by `--tenant-events-per-s` / `--tenant-bytes-per-s` above what the run sends, so
 //! each request pays for the check but none is refused).
+//! On a terminal a bar counts the timed rounds; the last line is a one-line summary.
 //!
 //! `cargo run --release -p costpipe-ingest --bin costpipe-bench-ingest -- --events 200000`
 
@@ -35,6 +36,7 @@ use costpipe_ingest::http::{HttpIngestConfig, IngestHttp};
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
 use costpipe_ingest::{Emitter, EmitterConfig};
 use costpipe_kafka::{ensure_topics, KafkaArgs, TopicSpec};
+use costpipe_progress::Progress;
 use costpipe_schemas::{UsageCodec, UsageEvent, ValidationLimits};
 
 #[derive(Debug, Parser)]
@@ -360,14 +362,21 @@ async fn main() -> anyhow::Result<()> {
 
     let mut results: Vec<(&str, Run)> = Vec::new();
     let warmup = cfg.events.min(5000);
+    let timed_phases = ["raw", "emitter", "http", "http-gzip", "http-zstd"]
+        .iter()
+        .filter(|p| phases.contains(p))
+        .count();
+    let bar = Progress::bar((timed_phases * cfg.rounds) as u64, "rounds", "");
 
     if phases.contains(&"raw") {
         let producer = raw_producer(&cfg.kafka.brokers)?;
         let raw_topic = topic("raw");
         run_raw(&producer, &raw_topic, &records[..warmup]).await?;
         let mut runs = Vec::new();
-        for _ in 0..cfg.rounds {
+        for round in 1..=cfg.rounds {
+            bar.set_message(format!("raw, round {round}"));
             runs.push(timed(cfg.broker_pid, || run_raw(&producer, &raw_topic, &records)).await?);
+            bar.inc(1);
         }
         producer.flush(Timeout::After(Duration::from_secs(30)))?;
         results.push(("raw rdkafka FutureProducer", median(runs)));
@@ -376,8 +385,10 @@ async fn main() -> anyhow::Result<()> {
         let emitter = Emitter::new(EmitterConfig::new(&cfg.kafka.brokers, topic("emitter")))?;
         run_emitter(&emitter, &events[..warmup]).await?;
         let mut runs = Vec::new();
-        for _ in 0..cfg.rounds {
+        for round in 1..=cfg.rounds {
+            bar.set_message(format!("emitter, round {round}"));
             runs.push(timed(cfg.broker_pid, || run_emitter(&emitter, &events)).await?);
+            bar.inc(1);
         }
         emitter.flush(Duration::from_secs(30))?;
         results.push(("emitter (validate + encode + produce)", median(runs)));
@@ -399,7 +410,7 @@ async fn main() -> anyhow::Result<()> {
         );
         http_config.rate_events_per_s = cfg.tenant_events_per_s;
         http_config.rate_bytes_per_s = cfg.tenant_bytes_per_s;
-        println!(
+        bar.println(format!(
             "HTTP limits on: rate {} events/s and {} B/s per tenant, body {} B, {} connections, \
              header read {} ms, request {} ms",
             http_config.rate_events_per_s,
@@ -408,7 +419,7 @@ async fn main() -> anyhow::Result<()> {
             http_config.max_connections,
             http_config.header_read_timeout_ms,
             http_config.request_timeout_ms
-        );
+        ));
         let service = IngestHttp::new(&http_config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/events", listener.local_addr()?);
@@ -416,7 +427,7 @@ async fn main() -> anyhow::Result<()> {
         let server = tokio::spawn(serve(service, listener, async {
             let _ = stop_rx.await;
         }));
-        for (_, encoding, name) in http_phases {
+        for (phase, encoding, name) in http_phases {
             let bodies = match encoding {
                 None => bodies.clone(),
                 Some(e) => {
@@ -425,24 +436,26 @@ async fn main() -> anyhow::Result<()> {
                         .map(|(k, b, n)| Ok((k.clone(), compress(e, b)?, *n)))
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     let total: usize = compressed.iter().map(|(_, b, _)| b.len()).sum();
-                    println!(
+                    bar.println(format!(
                         "{e}: {:.0} B per event on the wire ({:.1}x smaller than JSON)",
                         total as f64 / cfg.events as f64,
                         json_bytes as f64 / total as f64
-                    );
+                    ));
                     Arc::new(compressed)
                 }
             };
             let warm: Vec<_> = bodies.iter().take(4).cloned().collect();
             run_http(&url, Arc::new(warm), cfg.clients, encoding).await?;
             let mut runs = Vec::new();
-            for _ in 0..cfg.rounds {
+            for round in 1..=cfg.rounds {
+                bar.set_message(format!("{phase}, round {round}"));
                 runs.push(
                     timed(cfg.broker_pid, || {
                         run_http(&url, bodies.clone(), cfg.clients, encoding)
                     })
                     .await?,
                 );
+                bar.inc(1);
             }
             results.push((name, median(runs)));
         }
@@ -454,6 +467,8 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find(|(n, _)| n.starts_with("raw"))
         .map(|(_, r)| cfg.events as f64 / r.secs);
+    let elapsed = bar.elapsed().as_secs_f64();
+    bar.clear();
     println!();
     println!(
         "| path | events/s | vs raw | s per {} | CPU s (this process) | CPU s (broker) |",
@@ -473,5 +488,21 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+    let fastest = results
+        .iter()
+        .min_by(|a, b| a.1.secs.total_cmp(&b.1.secs))
+        .map(|(name, r)| {
+            format!(
+                "; fastest: {name} at {:.0} events/s",
+                cfg.events as f64 / r.secs
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "bench-ingest: {} phases x {} rounds of {} events in {elapsed:.1} s (medians above){fastest}",
+        results.len(),
+        cfg.rounds,
+        cfg.events
+    );
     Ok(())
 }

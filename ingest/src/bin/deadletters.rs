@@ -7,7 +7,8 @@
 //! of their tenant. A letter that would only be dead-lettered again is skipped and said so
 //! (`--force` produces Avro letters anyway, for a fix this build does not know about).
 //! Replaying the same letter twice produces its events twice; the aggregator counts an
-//! `event_id` once.
+//! `event_id` once. On a terminal, reading and replaying show progress on stderr; `replay`
+//! ends with a one-line summary.
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 use costpipe_ingest::dead_letters::{plan_replay, read_dead_letters, DeadLetterRecord, ReplayPlan};
 use costpipe_ingest::{Emitter, EmitterConfig};
 use costpipe_kafka::KafkaArgs;
+use costpipe_progress::Progress;
 use costpipe_schemas::ValidationLimits;
 
 #[derive(Debug, Parser)]
@@ -145,8 +147,10 @@ async fn main() -> anyhow::Result<()> {
         cli.dead_letter_topic.clone(),
         Duration::from_millis(cli.idle_ms),
     );
+    let reading = Progress::spinner("reading dead letters");
     let letters =
         tokio::task::spawn_blocking(move || read_dead_letters(&brokers, &topic, idle)).await??;
+    reading.clear();
     match cli.command {
         Command::List {
             filter,
@@ -191,18 +195,26 @@ async fn main() -> anyhow::Result<()> {
             }
             let (mut replayed, mut events, mut skipped, mut failed) = (0, 0, 0, 0);
             let mut last_offset = None;
-            for l in letters.iter().filter(|l| filter.matches(l)) {
+            let matching: Vec<&DeadLetterRecord> =
+                letters.iter().filter(|l| filter.matches(l)).collect();
+            let bar = Progress::bar(
+                matching.len() as u64,
+                "letters",
+                if dry_run { "checking" } else { "replaying" },
+            );
+            for l in matching {
+                bar.inc(1);
                 let at = format!("p{}@{}", l.partition, l.offset);
                 let code = l.reason_code.as_deref().unwrap_or("-");
                 let pending = match plan_replay(l, &limits, force, now) {
                     ReplayPlan::Skip(why) => {
                         skipped += 1;
-                        println!("{at} {code}: skipped, {why}");
+                        bar.println(format!("{at} {code}: skipped, {why}"));
                         continue;
                     }
                     _ if dry_run => {
                         replayed += 1;
-                        println!("{at} {code}: would be replayed");
+                        bar.println(format!("{at} {code}: would be replayed"));
                         continue;
                     }
                     ReplayPlan::Raw {
@@ -215,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
                         still_rejected,
                     } => {
                         for r in &still_rejected {
-                            println!("{at} {code}: one event still rejected, {r}");
+                            bar.println(format!("{at} {code}: one event still rejected, {r}"));
                         }
                         let mut p = Vec::new();
                         for e in &evs {
@@ -228,22 +240,27 @@ async fn main() -> anyhow::Result<()> {
                 let outcomes = join_all(pending.into_iter().map(|p| p.wait())).await;
                 let lost = outcomes.iter().filter(|o| o.is_err()).count();
                 if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
-                    println!("{at} {code}: {lost} of {n} events not delivered: {e}");
+                    bar.println(format!(
+                        "{at} {code}: {lost} of {n} events not delivered: {e}"
+                    ));
                 }
                 failed += lost;
                 events += n - lost;
                 replayed += 1;
                 last_offset = Some(last_offset.map_or(l.offset, |o: i64| o.max(l.offset)));
-                println!("{at} {code}: replayed {n} event(s) to {usage_topic}");
+                bar.println(format!(
+                    "{at} {code}: replayed {n} event(s) to {usage_topic}"
+                ));
             }
             emitter.flush(Duration::from_secs(30))?;
-            println!(
-                "{replayed} dead letters {} ({events} events), {skipped} skipped, {failed} events not delivered{}",
+            let secs = bar.elapsed().as_secs_f64();
+            bar.finish(format!(
+                "{replayed} dead letters {} ({events} events), {skipped} skipped, {failed} events not delivered ({secs:.1} s){}",
                 if dry_run { "to replay" } else { "replayed" },
                 last_offset
                     .map(|o| format!("; next time use --after-offset {o}"))
                     .unwrap_or_default()
-            );
+            ));
             anyhow::ensure!(failed == 0, "{failed} events were not delivered");
         }
     }

@@ -1,15 +1,16 @@
-//! costpipe-loadgen: drives the emitter with a realistic synthetic stream and shows progress.
+//! costpipe-loadgen: drives the emitter with a realistic synthetic stream, with a progress bar on
+//! a terminal (`costpipe-progress`) and a one-line summary.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{Datelike, TimeZone, Utc};
 use clap::Parser;
 use futures::stream::{FuturesUnordered, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use costpipe_ingest::synthetic::{SyntheticConfig, SyntheticStream};
 use costpipe_ingest::{Emitter, EmitterConfig};
 use costpipe_kafka::{ensure_topics, KafkaArgs, TopicSpec};
+use costpipe_progress::Progress;
 
 /// Load generator settings.
 #[derive(Debug, Parser)]
@@ -75,14 +76,7 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let emitter = Emitter::new(EmitterConfig::new(&cfg.kafka.brokers, &cfg.topic))?;
-    let bar = ProgressBar::new(cfg.events).with_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-        )?
-        .progress_chars("=> "),
-    );
-    bar.set_message("producing");
-    let started = Instant::now();
+    let bar = Progress::bar(cfg.events, "events", "producing");
     let mut pending = FuturesUnordered::new();
     let mut failed = 0u64;
     for event in stream.take(cfg.events as usize) {
@@ -99,14 +93,13 @@ async fn main() -> anyhow::Result<()> {
         bar.inc(1);
     }
     emitter.flush(Duration::from_secs(30))?;
-    bar.finish_with_message("done");
-    let secs = started.elapsed().as_secs_f64();
-    println!(
+    let secs = bar.elapsed().as_secs_f64();
+    bar.finish(format!(
         "produced {} events to {} in {secs:.1} s ({:.0} events/s), {failed} failed",
         cfg.events - failed,
         cfg.topic,
         cfg.events as f64 / secs
-    );
+    ));
     anyhow::ensure!(failed == 0, "{failed} events were not delivered");
     Ok(())
 }

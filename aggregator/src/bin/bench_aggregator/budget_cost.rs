@@ -19,6 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use costpipe_aggregator_core::budgets::{BudgetBook, SpendFacts, SpendMode};
 use costpipe_pricing::{price_event, Catalog, PricedCost};
+use costpipe_progress::Progress;
 use costpipe_schemas::{BudgetDefinition, UsageCodec, UsageEvent};
 
 use super::{bench_budgets, median, partitions_of, short_id, BudgetShape, Common};
@@ -99,7 +100,9 @@ pub async fn budget_cost(common: &Common, a: &BudgetCostArgs) -> anyhow::Result<
         .collect::<anyhow::Result<_>>()?;
     let (mut per_event_ns, mut tick_ms) = (Vec::new(), Vec::new());
     let mut matched_per_event = 0.0;
+    let bar = Progress::bar(a.rounds as u64, "rounds", "budget cost");
     for round in 1..=a.rounds {
+        bar.set_message(format!("round {round}"));
         let now = chrono::Utc::now().timestamp_millis();
         let mut book = book_of(&defs, &catalog, now)?;
         let t = Instant::now();
@@ -114,17 +117,19 @@ pub async fn budget_cost(common: &Common, a: &BudgetCostArgs) -> anyhow::Result<
         book.handle_tick(now + 1_000);
         let tick_s = t.elapsed().as_secs_f64();
         matched_per_event = book.stats().matched as f64 / events.len() as f64;
-        println!(
+        bar.println(format!(
             "round {round}: handle_spend {:.0} ns/event ({:.1} budgets matched per event, {} control records), handle_tick {:.1} ms for {} budgets",
             spend_s * 1e9 / events.len() as f64,
             matched_per_event,
             book.stats().controls,
             tick_s * 1e3,
             book.len()
-        );
+        ));
         per_event_ns.push(spend_s * 1e9 / events.len() as f64);
         tick_ms.push(tick_s * 1e3);
+        bar.inc(1);
     }
+    bar.clear();
     println!(
         "median over {} events and {} budgets: handle_spend {:.0} ns per event ({matched_per_event:.1} matches, {:.0} ns per match), handle_tick {:.1} ms",
         events.len(),

@@ -38,6 +38,7 @@ use rust_decimal::Decimal;
 
 use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_pricing::{price_event, Catalog};
+use costpipe_progress::Progress;
 use costpipe_schemas::{ControlCodec, UsageCodec, UsageEvent};
 
 use super::{
@@ -556,6 +557,10 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
     let broker_pid = stack_pid(&common.stack_dir, "kafka");
     let cpu_of = |p: Option<u32>| p.and_then(cpu_seconds);
     let self_pid = Some(std::process::id());
+    let bar = Progress::over_time(
+        Duration::from_secs(a.warmup_s + a.seconds),
+        &format!("background {}/s with probes", a.rate),
+    );
     let producer = tokio::task::spawn_blocking(move || produce(&plan));
     // CPU over the measured phase (the warm-up is left out).
     tokio::time::sleep(Duration::from_secs(a.warmup_s)).await;
@@ -567,6 +572,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
     );
     let load_start = loadavg();
     let produced = producer.await??;
+    bar.clear();
     let cpu1 = (
         cpu_of(Some(pid)),
         cpu_of(ch_pid),

@@ -18,6 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use costpipe_kafka::{ensure_topics, TopicSpec};
+use costpipe_progress::Progress;
 use costpipe_schemas::{UsageCodec, UsageEvent};
 
 use super::{
@@ -256,6 +257,10 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
     let mut deliveries = Vec::with_capacity(total as usize);
     let t0 = Instant::now();
     let mut cpu_start = None;
+    let bar = Progress::over_time(
+        Duration::from_secs(a.warmup_s + a.seconds),
+        &format!("producing {}/s", a.rate),
+    );
     for i in 0..total {
         let due = Duration::from_secs_f64(i as f64 / a.rate as f64);
         let elapsed = t0.elapsed();
@@ -295,6 +300,7 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
             Err((e, _)) => anyhow::bail!("produce failed: {e}"),
         }
     }
+    bar.clear();
     let produce_s = t0.elapsed().as_secs_f64();
     let cpu_end = cpu_seconds(agg.pid());
     let mut failed = 0;

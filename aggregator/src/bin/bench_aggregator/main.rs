@@ -16,6 +16,9 @@
 //! - `budget-cost` (`bench_aggregator/budget_cost.rs`): the budgets' share of the run loop,
 //!   per event and per tick, in process;
 //! - `retime`: a copy of a topic with every event time moved into the last few minutes.
+//!
+//! On a terminal, rounds and timed runs show a progress bar on stderr (`costpipe-progress`);
+//! every subcommand ends with a one-line summary.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -43,6 +46,7 @@ use costpipe_aggregator_core::{
 use costpipe_clickhouse::ClickHouseArgs;
 use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_pricing::Catalog;
+use costpipe_progress::Progress;
 use costpipe_schemas::{UsageCodec, ValidationLimits};
 
 mod budget_cost;
@@ -208,19 +212,40 @@ struct RestoreArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let c = &cli.common;
+    let started = Instant::now();
+    let done = |what: &str| {
+        println!(
+            "costpipe-bench-aggregator {what}: finished in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    };
     match &cli.command {
+        // One round: its result line is the summary.
         Cmd::Raw(a) => {
+            let p = Progress::spinner("raw round: consuming and decoding");
             let r = raw_round(c, a).await?;
-            println!("{}", r.line(a.threads));
+            p.finish(r.line(a.threads));
         }
         Cmd::Aggregator(a) => {
+            let p = Progress::spinner("aggregator round: waiting for its last stored row");
             let r = aggregator_round(c, a).await?;
-            println!("{}", r.line());
+            p.finish(r.line());
         }
+        // Ends with a summary of the medians.
         Cmd::Throughput(a) => throughput(c, a).await?,
-        Cmd::Restore(a) => restore(c, a).await?,
-        Cmd::Latency(a) => latency(c, a).await?,
-        Cmd::ControlLatency(a) => control_latency(c, a).await?,
+        Cmd::Restore(a) => {
+            restore(c, a).await?;
+            done("restore");
+        }
+        Cmd::Latency(a) => {
+            latency(c, a).await?;
+            done("latency");
+        }
+        Cmd::ControlLatency(a) => {
+            control_latency(c, a).await?;
+            done("control-latency");
+        }
+        // Ends with its medians.
         Cmd::BudgetCost(a) => budget_cost(c, a).await?,
         Cmd::Retime(a) => {
             ensure_topics(
@@ -233,7 +258,9 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             let (brokers, a) = (c.brokers.clone(), a.clone());
-            tokio::task::spawn_blocking(move || retime(&brokers, &a)).await??;
+            let p = Progress::bar(a.events, "events", "retiming");
+            let summary = tokio::task::block_in_place(|| retime(&brokers, &a, &p))?;
+            p.finish(summary);
         }
     }
     Ok(())
@@ -620,7 +647,8 @@ fn raw_round_blocking(brokers: &str, a: &RawArgs) -> anyhow::Result<RawResult> {
     })
 }
 
-fn retime(brokers: &str, a: &RetimeArgs) -> anyhow::Result<()> {
+/// Copies the events and returns the summary line.
+fn retime(brokers: &str, a: &RetimeArgs, progress: &Progress) -> anyhow::Result<String> {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -673,13 +701,16 @@ fn retime(brokers: &str, a: &RetimeArgs) -> anyhow::Result<()> {
         }
         producer.poll(Duration::ZERO);
         copied += 1;
+        progress.inc(1);
     }
     producer.flush(Duration::from_secs(60))?;
-    println!(
-        "copied {copied} events from {} to {}, event times now within the last {} min",
-        a.from, a.to, a.minutes
-    );
-    Ok(())
+    Ok(format!(
+        "copied {copied} events from {} to {} in {:.1} s, event times now within the last {} min",
+        a.from,
+        a.to,
+        progress.elapsed().as_secs_f64(),
+        a.minutes
+    ))
 }
 
 // --- aggregator end to end -----------------------------------------------------------------
@@ -1112,6 +1143,7 @@ fn classify(query: &str, database: &str) -> Option<&'static str> {
 }
 
 async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     let mut threads = vec![1];
     threads.extend(a.raw_threads.iter().copied().filter(|t| *t != 1));
     let mut raw: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
@@ -1121,9 +1153,12 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
     let mut agg_rss = Vec::new();
     let mut ratios = Vec::new();
     let (mut with_budgets, mut budget_ratios) = (Vec::new(), Vec::new());
+    let steps = threads.len() + 1 + usize::from(a.agg.budgets > 0);
+    let bar = Progress::bar((a.rounds * steps) as u64, "runs", "");
     for round in 1..=a.rounds {
         let mut raw1 = f64::NAN;
         for &t in &threads {
+            bar.set_message(format!("round {round}: raw, {t} thread(s)"));
             let r = raw_round(
                 common,
                 &RawArgs {
@@ -1133,7 +1168,7 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            println!("round {round}: {}", r.line(t));
+            bar.println(format!("round {round}: {}", r.line(t)));
             anyhow::ensure!(
                 r.events == a.agg.events,
                 "raw round read {} events, expected {}",
@@ -1144,23 +1179,28 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
                 raw1 = r.rate();
             }
             raw.entry(t).or_default().push(r.rate());
+            bar.inc(1);
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
         let none = AggArgs {
             budgets: 0,
             ..a.agg.clone()
         };
+        bar.set_message(format!("round {round}: aggregator"));
         let r = aggregator_round(common, &none).await?;
-        println!("round {round}: {}", r.line());
+        bar.inc(1);
+        bar.println(format!("round {round}: {}", r.line()));
         tokio::time::sleep(Duration::from_secs(5)).await;
         if a.agg.budgets > 0 {
+            bar.set_message(format!("round {round}: aggregator with budgets"));
             let b = aggregator_round(common, &a.agg).await?;
-            println!(
+            bar.inc(1);
+            bar.println(format!(
                 "round {round} with {} budgets ({:?}): {}",
                 a.agg.budgets,
                 a.agg.budget_shape,
                 b.line()
-            );
+            ));
             with_budgets.push(b.rate());
             budget_ratios.push(b.rate() / r.rate());
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1173,6 +1213,7 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
         }
         agg_rss.push(r.peak_rss_kb as f64 / 1024.0);
     }
+    bar.clear();
     println!();
     println!("| what | events/s (median of {}) | rounds |", a.rounds);
     println!("|---|---:|---|");
@@ -1222,6 +1263,13 @@ async fn throughput(common: &Common, a: &ThroughputArgs) -> anyhow::Result<()> {
         agg_cpu.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>(),
         median(agg_ch_cpu),
         median(agg_rss)
+    );
+    println!(
+        "throughput: {} rounds in {:.1} s; aggregator median {:.0} events/s, {:.1} % of raw (1 thread, same round)",
+        a.rounds,
+        started.elapsed().as_secs_f64(),
+        median(agg_rates.clone()),
+        median(ratios.clone()) * 100.0
     );
     Ok(())
 }
@@ -1278,7 +1326,9 @@ async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
     println!("distinct keys stored: {distinct}");
     let catalog = Arc::new(Catalog::builtin());
     let (mut reads, mut rebuilds) = (Vec::new(), Vec::new());
+    let bar = Progress::bar(a.rounds as u64, "rounds", "restore");
     for round in 1..=a.rounds {
+        bar.set_message(format!("round {round}"));
         let now = chrono::Utc::now().timestamp_millis();
         let rss_before = rss_kb();
         let t = Instant::now();
@@ -1331,7 +1381,7 @@ async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
         let rebuild_s = t.elapsed().as_secs_f64();
         let (keys, bytes) = processor.window_size();
         let rss_windows = rss_kb();
-        println!(
+        bar.println(format!(
             "round {round}: read {} rows in {read_s:.2}s ({:.0} rows/s, RSS +{} MB for the rows); \
              rebuild {keys} keys in {rebuild_s:.2}s ({:.2} µs/row, {errors} errors, {} tenants); \
              heap_bytes {} MB ({} B/key), RSS +{} MB for the windows",
@@ -1343,12 +1393,14 @@ async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
             bytes / (1 << 20),
             bytes / keys.max(1),
             rss_windows.saturating_sub(rss_rows) / 1024,
-        );
+        ));
         reads.push(read_s);
         rebuilds.push(rebuild_s);
         drop(processor);
         drop(minutes);
+        bar.inc(1);
     }
+    bar.clear();
     println!(
         "median: read {:.2}s, rebuild {:.2}s, total {:.2}s",
         median(reads.clone()),
