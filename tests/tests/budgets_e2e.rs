@@ -500,6 +500,14 @@ async fn a_spike_is_published_once_per_hour_with_its_numbers_across_a_restart() 
         "period": {"rolling": "7d"},
         "limit": "1000", "currency": "USD",
         "spike": {"min_spend": "0.5"}
+    }, {
+        // A marker: the 57th event (5.7 USD) takes it past 50 % of 11.3 USD, the 56th
+        // (5.6) does not. The control topic has one partition and the aggregator publishes
+        // in order, so once its WARNING is read, anything the 56th event published is too.
+        "budget_id": "marker:7d",
+        "scope": {"tenant": "spiky"},
+        "period": {"rolling": "7d"},
+        "limit": "11.3", "currency": "USD"
     }]);
     let file = std::env::temp_dir().join(format!("{}-budgets.json", names.database));
     std::fs::write(&file, serde_json::to_vec(&budgets).expect("json")).expect("write");
@@ -591,8 +599,20 @@ sigma = 0.5; trailing 24 h: mean 0.2, sigma 0.1"
     wait_taken_up(&agg).await;
     send(&emitter, &[event("spiky", "d", now_ms())]).await;
     wait_event_count(&stack, &db, 56).await;
-    // A few ticks (200 ms) after the last event was stored.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !all_controls(&stack, &names)
+            .iter()
+            .any(|c| c.budget_id == "marker:7d" && c.level != BudgetLevel::Ok),
+        "the marker must not have moved yet"
+    );
+    send(&emitter, &[event("spiky", "d", now_ms())]).await;
+    wait_for("the marker's WARNING", Duration::from_secs(60), || {
+        let moved = all_controls(&stack, &names)
+            .iter()
+            .any(|c| c.budget_id == "marker:7d" && c.level == BudgetLevel::Warning);
+        async move { moved.then_some(()) }
+    })
+    .await;
     let after = spikes_of(&stack, &names);
     assert_eq!(
         after.iter().map(|c| &c.control_id).collect::<BTreeSet<_>>(),
