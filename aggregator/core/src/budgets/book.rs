@@ -73,6 +73,20 @@ impl<'a> SpendFacts<'a> {
         }
     }
 
+    /// Whether `other` is spent on the same scope values, currency and instant (only the
+    /// amount may differ): then the two count in exactly the same budgets and periods.
+    pub fn same_place(&self, other: &SpendFacts<'_>) -> bool {
+        self.tenant == other.tenant
+            && self.department == other.department
+            && self.user == other.user
+            && self.project == other.project
+            && self.feature == other.feature
+            && self.model == other.model
+            && self.api_key == other.api_key
+            && self.at_ms == other.at_ms
+            && self.currency == other.currency
+    }
+
     fn value(&self, dim: Dimension) -> Option<&str> {
         match dim {
             Dimension::Tenant => Some(self.tenant),
