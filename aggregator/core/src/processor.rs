@@ -924,6 +924,84 @@ mod tests {
     }
 
     #[test]
+    fn a_real_count_replaces_its_estimate_in_memory_and_in_the_epochs() {
+        let mut p = processor();
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
+        let codec = UsageCodec::usage_v2();
+        let mut estimate =
+            UsageEvent::new(Uuid::from_u128(9), NOW - 1000, "acme", "openai", "gpt-4o");
+        estimate.input_tokens = 1_000_000;
+        estimate.labels.insert(
+            crate::recent_ids::ESTIMATED_LABEL.into(),
+            crate::recent_ids::ESTIMATED_VALUE.into(),
+        );
+        let mut real = estimate.clone();
+        real.labels.clear();
+        real.input_tokens = 400_000;
+        real.output_tokens = 100_000;
+        let (est_bytes, real_bytes) = (
+            codec.encode(&estimate).unwrap(),
+            codec.encode(&real).unwrap(),
+        );
+        assert_eq!(
+            p.handle_record(rec(0, 0, &est_bytes), NOW),
+            Disposition::Accepted
+        );
+        assert_eq!(p.month_spend("acme", NOW), Some(dec!(2.5)));
+        let first = p.seal_all();
+        assert_eq!(first[0].events.len(), 1);
+        // gpt-4o: 2.50 per M input, 10.00 per M output: 0.4 × 2.5 + 0.1 × 10 = 2.
+        assert_eq!(
+            p.handle_record(rec(0, 1, &real_bytes), NOW),
+            Disposition::Corrected
+        );
+        assert_eq!(p.month_spend("acme", NOW), Some(dec!(2)));
+        assert_eq!(
+            p.handle_record(rec(0, 2, &real_bytes), NOW),
+            Disposition::Duplicate
+        );
+        assert_eq!(
+            p.handle_record(rec(0, 3, &est_bytes), NOW),
+            Disposition::DeadLettered("duplicate_event_id_conflict")
+        );
+        let second = p.seal_all();
+        assert!(second[0].events.is_empty());
+        assert_eq!(second[0].corrections.len(), 1);
+        let c = &second[0].corrections[0];
+        assert_eq!(c.estimate.offset, 0);
+        assert_eq!(c.estimate.priced.billing_cost, dec!(2.5));
+        assert_eq!((c.real.offset, c.real.priced.billing_cost), (1, dec!(2)));
+        assert_eq!(p.stats().corrected, 1);
+        let (_, rows) = p.live_view("acme", NOW).unwrap();
+        assert_eq!(rows[0].month.events, 1, "still one call");
+        assert_eq!(rows[0].month.tokens[0], 400_000);
+        assert_eq!(rows[0].month.tokens[1], 100_000);
+
+        // In its estimate's own epoch, the real count replaces the row.
+        let mut p = processor();
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
+        p.handle_record(rec(0, 0, &est_bytes), NOW);
+        assert_eq!(
+            p.handle_record(rec(0, 1, &real_bytes), NOW),
+            Disposition::Corrected
+        );
+        let sealed = p.seal_all();
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 2));
+        assert!(sealed[0].corrections.is_empty());
+        assert_eq!(sealed[0].events.len(), 1);
+        assert_eq!(sealed[0].events[0].event, real);
+        assert_eq!(p.month_spend("acme", NOW), Some(dec!(2)));
+    }
+
+    #[test]
     fn revoke_drops_unsealed_work() {
         let mut p = processor();
         p.assign(
