@@ -1,5 +1,6 @@
-//! ClickHouse adapter of budgets: the spend already recorded, read once per assignment (or
-//! once for a budget created mid-period) to restore budgets' spend, and the history of
+//! ClickHouse adapter of budgets: the spend already recorded (events plus the corrections of
+//! estimates by complete epochs), read once per assignment (or once for a budget created
+//! mid-period) to restore budgets' spend, and the history of
 //! published control records (`budget_control_history`, migration 050). Never on the breach
 //! path: a breach is decided from memory.
 
@@ -82,20 +83,34 @@ impl ClickHouseStore {
         let query = self
             .client()
             .query(
-                "SELECT tenant_id, department, user_id, project_id, feature, price_model, \
-                 labels['api_key'] AS api_key, billing_currency, \
-                 toInt64(intDiv(toUnixTimestamp64Milli(event_time), \
-                   if(toUnixTimestamp64Milli(event_time) >= ?, 60000, 900000)) * \
-                   if(toUnixTimestamp64Milli(event_time) >= ?, 60000, 900000)) AS bin_ms, \
-                 sum(billing_cost) AS cost_ticks \
+                "SELECT tenant_id, department, user_id, project_id, feature, price_model, api_key, billing_currency, \
+                 toInt64(intDiv(t, if(t >= ?, 60000, 900000)) * if(t >= ?, 60000, 900000)) AS bin_ms, \
+                 sum(c) AS cost_ticks FROM ( \
+                 SELECT toString(tenant_id) AS tenant_id, toString(department) AS department, user_id, project_id, \
+                 toString(feature) AS feature, toString(price_model) AS price_model, labels['api_key'] AS api_key, \
+                 toString(billing_currency) AS billing_currency, toUnixTimestamp64Milli(event_time) AS t, billing_cost AS c \
                  FROM usage_events_priced \
                  WHERE source_topic = ? AND (length(?) = 0 OR has(?, source_partition)) \
                  AND (? = '' OR tenant_id = ?) AND event_time >= fromUnixTimestamp64Milli(?) \
+                 UNION ALL \
+                 SELECT toString(tenant_id), toString(department), user_id, project_id, feature, toString(price_model), \
+                 api_key, toString(billing_currency), toUnixTimestamp64Milli(event_time), billing_cost_delta \
+                 FROM usage_cost_corrections \
+                 WHERE reason = 'estimate_corrected' AND source_topic = ? AND (length(?) = 0 OR has(?, source_partition)) \
+                 AND (? = '' OR tenant_id = ?) AND event_time >= fromUnixTimestamp64Milli(?) \
+                 AND (source_topic, source_partition, epoch_start, epoch_end) IN \
+                   (SELECT topic, partition, start_offset, end_offset FROM ingest_epochs_done)) \
                  GROUP BY tenant_id, department, user_id, project_id, feature, price_model, \
                  api_key, billing_currency, bin_ms",
             )
             .bind(fine_since)
             .bind(fine_since)
+            .bind(topic)
+            .bind(partitions)
+            .bind(partitions)
+            .bind(tenant.unwrap_or(""))
+            .bind(tenant.unwrap_or(""))
+            .bind(since_ms.max(0))
             .bind(topic)
             .bind(partitions)
             .bind(partitions)

@@ -12,7 +12,7 @@ use clickhouse::{Client, Row};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use costpipe_aggregator_core::recent_ids::FingerprintFields;
+use costpipe_aggregator_core::recent_ids::{Counted, FingerprintFields, RestoredId};
 use costpipe_aggregator_core::stores::Written;
 use costpipe_aggregator_core::windows::Amounts;
 use costpipe_aggregator_core::{
@@ -30,6 +30,232 @@ pub const EVENTS_TABLE: &str = "usage_events_priced";
 pub const POSITIONS_TABLE: &str = "ingest_positions";
 /// Completion markers.
 pub const DONE_TABLE: &str = "ingest_epochs_done";
+/// Cost corrections (repricing runs, and real counts replacing estimates).
+pub const CORRECTIONS_TABLE: &str = costpipe_aggregator_core::CORRECTIONS_TABLE;
+/// `usage_cost_corrections.reason` of a real count replacing an estimate.
+pub const ESTIMATE_CORRECTED: &str = "estimate_corrected";
+
+/// One row of an estimate's correction (migration 075): the estimate out (sign -1) or the
+/// real count in (sign +1).
+#[derive(Row, Serialize)]
+struct CorrectionRow<'a> {
+    run_id: &'a str,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    event_time: DateTime<Utc>,
+    tenant_id: &'a str,
+    department: &'a str,
+    model: &'a str,
+    price_model: &'a str,
+    currency: &'a str,
+    billing_currency: &'a str,
+    cost_delta: i128,
+    billing_cost_delta: i128,
+    unpriced_delta: i64,
+    catalog_version: &'a str,
+    reason: &'a str,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    corrected_at: DateTime<Utc>,
+    price_window: &'a str,
+    events_delta: i64,
+    input_tokens_delta: i64,
+    output_tokens_delta: i64,
+    cached_input_tokens_delta: i64,
+    cache_write_tokens_delta: i64,
+    reasoning_tokens_delta: i64,
+    cache_write_1h_tokens_delta: i64,
+    cache_savings_delta: i128,
+    billing_cache_savings_delta: i128,
+    user_id: &'a str,
+    project_id: &'a str,
+    feature: &'a str,
+    api_key: &'a str,
+    source_topic: &'a str,
+    source_partition: i32,
+    source_offset: i64,
+    epoch_start: i64,
+    epoch_end: i64,
+    generation: u64,
+    sign: i8,
+}
+
+impl<'a> CorrectionRow<'a> {
+    /// The row of `event` priced `priced`, times `sign` (-1: taken out, +1: put in).
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        run_id: &'a str,
+        epoch: &'a SealedEpoch,
+        generation: u64,
+        event: &'a costpipe_schemas::UsageEvent,
+        priced: &'a costpipe_pricing::PricedCost,
+        offset: i64,
+        sign: i8,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let s = i64::from(sign);
+        let money = |d: Decimal| money_to_ticks(d) * i128::from(sign);
+        CorrectionRow {
+            run_id,
+            event_id: event.event_id,
+            event_time: ms_to_datetime(event.event_time),
+            tenant_id: &event.tenant_id,
+            department: event.department.as_deref().unwrap_or(""),
+            model: &event.model,
+            price_model: priced.price_model.as_deref().unwrap_or(""),
+            currency: &priced.currency,
+            billing_currency: &priced.billing_currency,
+            cost_delta: money(priced.cost),
+            billing_cost_delta: money(priced.billing_cost),
+            unpriced_delta: s * i64::from(priced.is_unpriced()),
+            catalog_version: &epoch.catalog_version,
+            reason: ESTIMATE_CORRECTED,
+            corrected_at: now,
+            price_window: priced.price_window.as_deref().unwrap_or(""),
+            events_delta: s,
+            input_tokens_delta: s * event.input_tokens,
+            output_tokens_delta: s * event.output_tokens,
+            cached_input_tokens_delta: s * event.cached_input_tokens,
+            cache_write_tokens_delta: s * event.cache_write_tokens,
+            reasoning_tokens_delta: s * event.reasoning_tokens,
+            cache_write_1h_tokens_delta: s * event.cache_write_1h_tokens.unwrap_or(0),
+            cache_savings_delta: money(priced.cache_savings),
+            billing_cache_savings_delta: money(priced.billing_cache_savings),
+            user_id: event.user_id.as_deref().unwrap_or(""),
+            project_id: event.project_id.as_deref().unwrap_or(""),
+            feature: event.feature.as_deref().unwrap_or(""),
+            api_key: event.labels.get("api_key").map_or("", String::as_str),
+            source_topic: &epoch.topic,
+            source_partition: epoch.partition,
+            source_offset: offset,
+            epoch_start: epoch.start_offset,
+            epoch_end: epoch.end_offset,
+            generation,
+            sign,
+        }
+    }
+}
+
+/// An estimated event's row, read back to restore what a real count must take out.
+#[derive(Debug, Row, Deserialize)]
+struct EstimateRead {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    tenant_id: String,
+    department: String,
+    user_id: String,
+    project_id: String,
+    feature: String,
+    provider: String,
+    model: String,
+    price_model: String,
+    event_time_ms: i64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_input_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    cache_write_1h_tokens: u64,
+    cost: i128,
+    currency: String,
+    billing_cost: i128,
+    billing_currency: String,
+    exchange_rate: i128,
+    cache_savings: i128,
+    billing_cache_savings: i128,
+    unpriced: bool,
+    price_window: String,
+    labels: Vec<(String, String)>,
+    source_offset: i64,
+    ingested_ms: i64,
+}
+
+impl EstimateRead {
+    fn restored(self) -> RestoredId {
+        let tokens = [
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+            self.cache_write_1h_tokens,
+        ]
+        .map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+        let mut e = costpipe_schemas::UsageEvent::new(
+            self.event_id,
+            self.event_time_ms,
+            &self.tenant_id,
+            &self.provider,
+            &self.model,
+        );
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        e.department = some(self.department);
+        e.user_id = some(self.user_id);
+        e.project_id = some(self.project_id);
+        e.feature = some(self.feature);
+        [
+            e.input_tokens,
+            e.output_tokens,
+            e.cached_input_tokens,
+            e.cache_write_tokens,
+            e.reasoning_tokens,
+        ] = [tokens[0], tokens[1], tokens[2], tokens[3], tokens[4]];
+        e.cache_write_1h_tokens = Some(tokens[5]);
+        e.labels = self.labels.into_iter().collect();
+        let money = |t: i128| Decimal::from_i128_with_scale(t, MONEY_SCALE);
+        let arc = |s: String| -> std::sync::Arc<str> { std::sync::Arc::from(s) };
+        let priced = costpipe_pricing::PricedCost {
+            price_model: (!self.price_model.is_empty()).then(|| arc(self.price_model)),
+            cost: money(self.cost),
+            currency: arc(self.currency),
+            billing_cost: money(self.billing_cost),
+            billing_currency: arc(self.billing_currency),
+            exchange_rate: money(self.exchange_rate),
+            tier_above: None,
+            price_window: (!self.price_window.is_empty()).then(|| arc(self.price_window)),
+            contract: false,
+            adjustment_percent: Decimal::ZERO,
+            unpriced: self
+                .unpriced
+                .then_some(costpipe_pricing::UnpricedReason::UnknownModel),
+            unit_prices: Default::default(),
+            cache_savings: money(self.cache_savings),
+            billing_cache_savings: money(self.billing_cache_savings),
+        };
+        let fingerprint = Fingerprint::of(&e);
+        RestoredId {
+            id: self.event_id,
+            fingerprint,
+            at_ms: self.ingested_ms,
+            estimate: Some(Box::new(Counted {
+                // Restored windows hold it at its minute's start.
+                window_time_ms: e.event_time.div_euclid(60_000) * 60_000,
+                event: e,
+                priced,
+                offset: self.source_offset,
+            })),
+        }
+    }
+}
+
+/// The real count of a correction stored by a complete epoch.
+#[derive(Debug, Row, Deserialize)]
+struct CorrectedRead {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    tenant_id: String,
+    event_time_ms: i64,
+    model: String,
+    tokens: Vec<i64>,
+    corrected_ms: i64,
+}
+
+/// `usage_cost_corrections` rows of estimates corrected by complete epochs of `?` topic and
+/// `?` partition (two parameters): a marker exists for the epoch that wrote them.
+pub const COMPLETE_ESTIMATE_CORRECTIONS: &str =
+    "reason = 'estimate_corrected' AND source_topic = ? \
+    AND source_partition = ? AND (source_topic, source_partition, epoch_start, epoch_end) IN \
+    (SELECT topic, partition, start_offset, end_offset FROM ingest_epochs_done)";
 /// What became of each event id (priced rows come from a view over the events table).
 pub const FATES_TABLE: &str = "usage_event_fates";
 /// `usage_event_fates.fate` values written here (Enum8).
@@ -523,6 +749,79 @@ impl ClickHouseStore {
         Ok(Written::Now)
     }
 
+    /// Fenced and verified: the epoch's corrections (two rows each) in one insert under
+    /// `token`, unless the epoch's marker or rows under `token` are already stored.
+    pub async fn write_corrections(
+        &self,
+        epoch: &SealedEpoch,
+        token: &str,
+        generation: u64,
+    ) -> anyhow::Result<Written> {
+        let verdict = self
+            .verify(
+                &epoch.topic,
+                epoch.partition,
+                epoch.start_offset,
+                epoch.end_offset,
+                generation,
+            )
+            .await?;
+        if verdict != Written::Now || epoch.corrections.is_empty() {
+            return Ok(verdict);
+        }
+        let stored = self
+            .timed(
+                "checking stored corrections",
+                self.client
+                    .query("SELECT count() FROM usage_cost_corrections WHERE run_id = ?")
+                    .bind(token)
+                    .fetch_one::<u64>(),
+            )
+            .await?;
+        if stored > 0 {
+            return Ok(Written::AlreadyComplete);
+        }
+        let now = Utc::now();
+        let mut insert = self
+            .client
+            .insert::<CorrectionRow<'_>>(CORRECTIONS_TABLE)
+            .await?
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
+        self.timed("writing estimate corrections", async {
+            for c in &epoch.corrections {
+                let old = &c.estimate;
+                for row in [
+                    CorrectionRow::of(
+                        token,
+                        epoch,
+                        generation,
+                        &old.event,
+                        &old.priced,
+                        old.offset,
+                        -1,
+                        now,
+                    ),
+                    CorrectionRow::of(
+                        token,
+                        epoch,
+                        generation,
+                        &c.real.event,
+                        &c.real.priced,
+                        c.real.offset,
+                        1,
+                        now,
+                    ),
+                ] {
+                    insert.write(&row).await?;
+                }
+            }
+            insert.end().await
+        })
+        .await?;
+        Ok(Written::Now)
+    }
+
     /// Records the fate of the epoch's dropped duplicates and of its dead letters that decode
     /// as usage events (a conflict always does), for HTTP ingest's event status. At least
     /// once: a repeated row is identical (same record, partition and offset) and the reader
@@ -584,7 +883,7 @@ impl ClickHouseStore {
         topic: &str,
         partition: i32,
         since_ms: i64,
-    ) -> anyhow::Result<Vec<(uuid::Uuid, Fingerprint, i64)>> {
+    ) -> anyhow::Result<Vec<RestoredId>> {
         let rows = self
             .timed(
                 "reading recent event ids",
@@ -601,6 +900,48 @@ impl ClickHouseStore {
                     .bind(partition)
                     .bind(since_ms.max(0))
                     .fetch_all::<IdRead>(),
+            )
+            .await?;
+        // Estimates (rare) with what a real count must take out; after the plain ids, so
+        // that they add their amounts to the ids already read.
+        let estimates = self
+            .timed(
+                "reading estimated events",
+                self.client
+                    .query(
+                        "SELECT event_id, tenant_id, department, user_id, project_id, feature, provider, model, price_model, \
+                         toUnixTimestamp64Milli(event_time) AS event_time_ms, input_tokens, output_tokens, cached_input_tokens, \
+                         cache_write_tokens, reasoning_tokens, cache_write_1h_tokens, cost, currency, billing_cost, billing_currency, \
+                         exchange_rate, cache_savings, billing_cache_savings, unpriced, price_window, labels, source_offset, \
+                         toUnixTimestamp64Milli(ingested_at) AS ingested_ms \
+                         FROM usage_events_priced \
+                         WHERE source_topic = ? AND source_partition = ? AND ingested_at >= fromUnixTimestamp64Milli(?) \
+                         AND labels['costpipe_usage'] = 'estimated' ORDER BY ingested_at",
+                    )
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(since_ms.max(0))
+                    .fetch_all::<EstimateRead>(),
+            )
+            .await?;
+        // Then the real counts that replaced estimates, by complete epochs only: a correction
+        // of the epoch being rebuilt is decided again by the rebuild.
+        let corrected = self
+            .timed(
+                "reading corrected estimates",
+                self.client
+                    .query(&format!(
+                        "SELECT event_id, toString(tenant_id) AS tenant_id, toUnixTimestamp64Milli(event_time) AS event_time_ms, \
+                         toString(model) AS model, [input_tokens_delta, output_tokens_delta, cached_input_tokens_delta, \
+                         cache_write_tokens_delta, reasoning_tokens_delta, cache_write_1h_tokens_delta] AS tokens, \
+                         toUnixTimestamp64Milli(corrected_at) AS corrected_ms \
+                         FROM usage_cost_corrections WHERE sign = 1 AND {COMPLETE_ESTIMATE_CORRECTIONS} \
+                         AND corrected_at >= fromUnixTimestamp64Milli(?) ORDER BY corrected_at"
+                    ))
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(since_ms.max(0))
+                    .fetch_all::<CorrectedRead>(),
             )
             .await?;
         Ok(rows
@@ -621,8 +962,31 @@ impl ClickHouseStore {
                     model: &r.model,
                     tokens,
                 });
-                (r.event_id, fp, r.ingested_ms)
+                RestoredId {
+                    id: r.event_id,
+                    fingerprint: fp,
+                    at_ms: r.ingested_ms,
+                    estimate: None,
+                }
             })
+            .chain(estimates.into_iter().map(EstimateRead::restored))
+            .chain(corrected.into_iter().map(|r| {
+                let mut tokens = [0i64; 6];
+                for (t, v) in tokens.iter_mut().zip(r.tokens) {
+                    *t = v;
+                }
+                RestoredId {
+                    id: r.event_id,
+                    fingerprint: Fingerprint::of_fields(FingerprintFields {
+                        tenant_id: &r.tenant_id,
+                        event_time: r.event_time_ms,
+                        model: &r.model,
+                        tokens,
+                    }),
+                    at_ms: r.corrected_ms,
+                    estimate: None,
+                }
+            }))
             .collect())
     }
 
@@ -637,15 +1001,30 @@ impl ClickHouseStore {
             "reading window minutes",
             self.client
                 .query(
-                    "SELECT tenant_id, department, model, toInt64(toUnixTimestamp(minute)) AS minute_s, \
-                     sum(events) AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
-                     sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-                     sum(reasoning_tokens) AS reasoning_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens, \
-                     sum(billing_cost) AS billing_cost_ticks \
+                    &format!("SELECT tenant_id, department, model, minute_s, \
+                     toUInt64(greatest(sum(e), 0)) AS events, toUInt64(greatest(sum(t0), 0)) AS input_tokens, \
+                     toUInt64(greatest(sum(t1), 0)) AS output_tokens, toUInt64(greatest(sum(t2), 0)) AS cached_input_tokens, \
+                     toUInt64(greatest(sum(t3), 0)) AS cache_write_tokens, toUInt64(greatest(sum(t4), 0)) AS reasoning_tokens, \
+                     toUInt64(greatest(sum(t5), 0)) AS cache_write_1h_tokens, sum(c) AS billing_cost_ticks FROM ( \
+                     SELECT toString(tenant_id) AS tenant_id, toString(department) AS department, toString(model) AS model, \
+                     toInt64(toUnixTimestamp(minute)) AS minute_s, toInt64(events) AS e, toInt64(input_tokens) AS t0, \
+                     toInt64(output_tokens) AS t1, toInt64(cached_input_tokens) AS t2, toInt64(cache_write_tokens) AS t3, \
+                     toInt64(reasoning_tokens) AS t4, toInt64(cache_write_1h_tokens) AS t5, billing_cost AS c \
                      FROM usage_window_minute \
                      WHERE source_topic = ? AND source_partition = ? AND minute >= toDateTime(?) \
-                     GROUP BY tenant_id, department, model, minute ORDER BY minute",
+                     UNION ALL \
+                     SELECT toString(tenant_id), toString(department), toString(model), \
+                     toInt64(toUnixTimestamp(toStartOfMinute(event_time))), events_delta, input_tokens_delta, \
+                     output_tokens_delta, cached_input_tokens_delta, cache_write_tokens_delta, reasoning_tokens_delta, \
+                     cache_write_1h_tokens_delta, billing_cost_delta \
+                     FROM usage_cost_corrections WHERE {COMPLETE_ESTIMATE_CORRECTIONS} \
+                     AND event_time >= toDateTime64(?, 3)) \
+                     GROUP BY tenant_id, department, model, minute_s HAVING events > 0 OR billing_cost_ticks != 0 \
+                     ORDER BY minute_s"),
                 )
+                .bind(topic)
+                .bind(partition)
+                .bind((since_ms / 1000).max(0))
                 .bind(topic)
                 .bind(partition)
                 .bind((since_ms / 1000).max(0))

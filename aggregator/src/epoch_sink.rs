@@ -211,6 +211,15 @@ async fn perform(
             store.write_intent(&write.intent()).await?;
             StepOutcome::Ok
         }
+        WriteStep::Corrections => written(
+            store
+                .write_corrections(
+                    write.epoch(),
+                    &write.token(costpipe_aggregator_core::CORRECTIONS_TABLE),
+                    write.generation(),
+                )
+                .await?,
+        ),
         WriteStep::Rows => written(
             store
                 .write_rows(

@@ -505,6 +505,7 @@ mod tests {
             events,
             dead_letters: vec![],
             duplicates: vec![],
+            corrections: vec![],
             replay: false,
         }
     }

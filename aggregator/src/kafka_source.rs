@@ -32,7 +32,7 @@ pub struct TakenUp {
     pub partition: i32,
     pub plan: ResumePlan,
     pub generation: u64,
-    pub recent_ids: Vec<(uuid::Uuid, costpipe_aggregator_core::Fingerprint, i64)>,
+    pub recent_ids: Vec<costpipe_aggregator_core::RestoredId>,
     pub minutes: Vec<WindowMinute>,
     pub restore_seconds: f64,
 }

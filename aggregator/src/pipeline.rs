@@ -406,7 +406,7 @@ impl Pipeline {
                     self.processor.assign_at(
                         p,
                         taken.plan,
-                        RecentIds::restored(taken.recent_ids),
+                        RecentIds::restored_with_estimates(taken.recent_ids),
                         now,
                     );
                     for m in &taken.minutes {

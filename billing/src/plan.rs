@@ -318,11 +318,18 @@ fn rows_of(sql: &mut Sql, q: &CostQuery, table: Table) -> String {
         }
         Table::Corrections => {
             cols.push("c.event_time AS t".into());
-            cols.push("c.currency AS currency, c.billing_currency AS billing_currency, toUInt64(0) AS events, c.unpriced_delta AS unpriced_events".into());
-            cols.extend(TOKEN_COLUMNS.iter().map(|c| format!("toUInt64(0) AS {c}")));
-            // Repricing restates costs, not savings (documented in billing/README.md).
+            // Event and token deltas are non-zero only for estimates replaced by their real
+            // count (migration 075): negative ones wrap as UInt64 and the sums stay exact
+            // (every group's true total is >= 0). Repricing restates costs, not savings, so
+            // its rows have zero deltas there (documented in billing/README.md).
+            cols.push("c.currency AS currency, c.billing_currency AS billing_currency, toUInt64(c.events_delta) AS events, c.unpriced_delta AS unpriced_events".into());
+            cols.extend(
+                TOKEN_COLUMNS
+                    .iter()
+                    .map(|c| format!("toUInt64(c.{c}_delta) AS {c}")),
+            );
             cols.push("c.cost_delta AS cost, c.billing_cost_delta AS billing_cost, \
-                 toDecimal128(0, 12) AS cache_savings, toDecimal128(0, 12) AS billing_cache_savings".into());
+                 c.cache_savings_delta AS cache_savings, c.billing_cache_savings_delta AS billing_cache_savings".into());
         }
     }
     let from = match table {

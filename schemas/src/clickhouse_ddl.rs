@@ -175,6 +175,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "074_cover_cost_day",
         sql: include_str!("../clickhouse/074_cover_cost_day.sql"),
     },
+    Migration {
+        name: "075_estimate_corrections",
+        sql: include_str!("../clickhouse/075_estimate_corrections.sql"),
+    },
+    Migration {
+        name: "076_corrections_to_minute_tokens",
+        sql: include_str!("../clickhouse/076_corrections_to_minute_tokens.sql"),
+    },
+    Migration {
+        name: "077_corrections_to_hour_tokens",
+        sql: include_str!("../clickhouse/077_corrections_to_hour_tokens.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

@@ -154,9 +154,60 @@ pub fn control_id(
         .to_string()
 }
 
+/// [`control_id`] for a STATE transition to one rung of a ladder in which `level` has several
+/// rungs (two `notify` thresholds, say): `rung_threshold` (the rung's `at`, as published in
+/// `threshold`) is part of the name, so that crossing 50 % and then 70 % are two transitions
+/// with two ids. `None` (the level has one rung, or no rung: OK) is exactly [`control_id`],
+/// so the ids of every other ladder are those earlier builds published.
+pub fn control_id_at_rung(
+    budget_id: &str,
+    kind: ControlKind,
+    period_key: i64,
+    limit: &str,
+    direction: Direction,
+    level: BudgetLevel,
+    rung_threshold: Option<&str>,
+) -> String {
+    let Some(threshold) = rung_threshold else {
+        return control_id(budget_id, kind, period_key, limit, direction, level);
+    };
+    let dir = match direction {
+        Direction::Up => "up",
+        Direction::Down => "down",
+    };
+    let name = format!(
+        "{budget_id}\u{1f}{}\u{1f}{period_key}\u{1f}{limit}\u{1f}{dir}\u{1f}{}\u{1f}at={threshold}",
+        kind.as_str(),
+        level.as_str()
+    );
+    Uuid::new_v5(&CONTROL_ID_NAMESPACE, name.as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rung_thresholds_separate_ids_only_when_given() {
+        use BudgetLevel::Warning;
+        use ControlKind::State;
+        use Direction::Up;
+        let plain = control_id("b1", State, 7, "1", Up, Warning);
+        assert_eq!(
+            control_id_at_rung("b1", State, 7, "1", Up, Warning, None),
+            plain
+        );
+        let at50 = control_id_at_rung("b1", State, 7, "1", Up, Warning, Some("0.5"));
+        let at70 = control_id_at_rung("b1", State, 7, "1", Up, Warning, Some("0.7"));
+        assert_ne!(at50, at70);
+        assert_ne!(at50, plain);
+        assert_eq!(
+            at50,
+            control_id_at_rung("b1", State, 7, "1", Up, Warning, Some("0.5"))
+        );
+    }
 
     #[test]
     fn control_ids_are_deterministic_and_distinct() {

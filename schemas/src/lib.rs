@@ -29,7 +29,9 @@ pub use budget_definition::{
 };
 pub use codec::{Codec, UsageCodec};
 pub use control_codec::ControlCodec;
-pub use control_event::{control_id, BudgetControl, BudgetLevel, ControlKind, Direction, FxRate};
+pub use control_event::{
+    control_id, control_id_at_rung, BudgetControl, BudgetLevel, ControlKind, Direction, FxRate,
+};
 pub use control_event_v1::BudgetControlV1;
 pub use error::{DecodeError, EncodeError};
 pub use registry::{SchemaRegistry, CONTROL_V1_ID, CONTROL_V2_ID, USAGE_V1_ID, USAGE_V2_ID};

@@ -3,11 +3,18 @@
 //! written under an insert deduplication token derived from its range, so writing it twice
 //! is the same as writing it once. Rollups are not built here: the store derives them from
 //! the rows (materialized views), so rows and rollups can never disagree.
+//!
+//! An epoch may also carry **corrections**: real counts that replace an estimated event
+//! counted in an earlier epoch ([`EstimateCorrection`]). They belong to the epoch of the
+//! record that carries the real count and are written under a token derived from its range,
+//! like its rows. A real count whose estimate is still in the same open epoch replaces the
+//! estimate's row instead, so no correction is needed.
 
 use costpipe_pricing::PricedCost;
 use costpipe_schemas::UsageEvent;
 
 use crate::dead_letter::DeadLetter;
+use crate::recent_ids::Counted;
 
 /// A usage event with its price and source position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +36,16 @@ pub struct DuplicateEvent {
     pub event_time: i64,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// A real count replacing an estimate counted in an earlier epoch: what is counted becomes
+/// `real`; the difference (`real` − `estimate`, per field) is what the store adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EstimateCorrection {
+    /// The counted estimate, as it was stored.
+    pub estimate: Box<Counted>,
+    /// The real count, priced, at its own source position.
+    pub real: PricedEvent,
 }
 
 /// When an open epoch is sealed.
@@ -84,6 +101,7 @@ pub(crate) struct OpenEpoch {
     pub events: Vec<PricedEvent>,
     pub dead_letters: Vec<DeadLetter>,
     pub duplicates: Vec<DuplicateEvent>,
+    pub corrections: Vec<EstimateCorrection>,
 }
 
 impl OpenEpoch {
@@ -97,11 +115,32 @@ impl OpenEpoch {
             events: Vec::with_capacity(expected_events),
             dead_letters: Vec::new(),
             duplicates: Vec::new(),
+            corrections: Vec::new(),
         }
     }
 
     pub fn records(&self) -> usize {
-        self.events.len() + self.dead_letters.len()
+        self.events.len() + self.dead_letters.len() + self.corrections.len()
+    }
+
+    /// A real count for an estimate counted earlier: replaces the estimate's row when it is in
+    /// this epoch (found by its offset; events are in offset order), else becomes a correction.
+    pub fn add_correction(&mut self, estimate: Box<Counted>, mut real: PricedEvent) {
+        self.next_offset = real.offset + 1;
+        if estimate.offset >= self.start_offset {
+            if let Ok(i) = self
+                .events
+                .binary_search_by_key(&estimate.offset, |e| e.offset)
+            {
+                if self.events[i].event.event_id == real.event.event_id {
+                    // The row keeps the estimate's position, so the list stays in offset order.
+                    real.offset = estimate.offset;
+                    self.events[i] = real;
+                    return;
+                }
+            }
+        }
+        self.corrections.push(EstimateCorrection { estimate, real });
     }
 
     pub fn add_event(&mut self, priced: PricedEvent) {
@@ -136,6 +175,7 @@ impl OpenEpoch {
             events: self.events,
             dead_letters: self.dead_letters,
             duplicates: self.duplicates,
+            corrections: self.corrections,
             replay,
         }
     }
@@ -155,6 +195,8 @@ pub struct SealedEpoch {
     pub dead_letters: Vec<DeadLetter>,
     /// Exact copies of counted events dropped from the range.
     pub duplicates: Vec<DuplicateEvent>,
+    /// Real counts replacing estimates counted in earlier epochs.
+    pub corrections: Vec<EstimateCorrection>,
     /// Rebuilt from a checkpoint after a restart: its dead letters were already forwarded.
     pub replay: bool,
 }
@@ -171,6 +213,6 @@ impl SealedEpoch {
 
     /// Records in the epoch.
     pub fn records(&self) -> usize {
-        self.events.len() + self.dead_letters.len()
+        self.events.len() + self.dead_letters.len() + self.corrections.len()
     }
 }

@@ -2,9 +2,17 @@
 //! machine the shell drives (quinn-style: [`EpochWrite::poll`] says what to do next, the shell
 //! does it and reports back with [`EpochWrite::handle`]).
 //!
-//! The order is: dead letters delivered → intent stored → rows stored (with the completion
-//! marker derived from them, or a bare marker when the epoch has no rows) → offset committed
-//! to Kafka (progress display only). Why each step is where it is: see [`crate::checkpoint`].
+//! The order is: dead letters delivered → intent stored → corrections stored (only when the
+//! epoch has any: real counts replacing estimates of earlier epochs) → rows stored (with the
+//! completion marker derived from them, or a bare marker when the epoch has no rows) → offset
+//! committed to Kafka (progress display only).
+//!
+//! The corrections step is fenced and verified like the rows: nothing is added when a higher
+//! generation has claimed the partition, when the epoch's marker exists, or when corrections
+//! under the epoch's corrections token are already stored (a crash between the corrections
+//! and the rows; the rebuilt epoch decides the same corrections and finds them there). Until
+//! the marker exists, readers that rebuild state (recent ids, windows, budgets) ignore a
+//! stored correction, so the rebuild counts it exactly once. Why each step is where it is: see [`crate::checkpoint`].
 //!
 //! The rows step is **fenced and verified** by the store, back to back with the insert: it
 //! adds nothing when a higher generation has claimed the partition (the writer is a zombie)
@@ -24,6 +32,9 @@ use crate::checkpoint::{EpochDone, EpochIntent};
 use crate::dead_letter::DeadLetter;
 use crate::epoch::SealedEpoch;
 
+/// The table of corrections; its name is part of their dedup token.
+pub const CORRECTIONS_TABLE: &str = "usage_cost_corrections";
+
 /// The next thing the shell must do for an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteStep {
@@ -31,6 +42,9 @@ pub enum WriteStep {
     DeadLetters,
     /// Store [`EpochWrite::intent`].
     Intent,
+    /// Fenced and verified: store the epoch's corrections under
+    /// `EpochWrite::token(CORRECTIONS_TABLE)`, unless already stored.
+    Corrections,
     /// Fenced and verified: store the events under [`EpochWrite::token`]; the store derives
     /// the marker.
     Rows,
@@ -186,8 +200,11 @@ impl EpochWrite {
         }
         let next = match step {
             WriteStep::DeadLetters => Some(WriteStep::Intent),
-            WriteStep::Intent if self.epoch.events.is_empty() => Some(WriteStep::Done),
-            WriteStep::Intent => Some(WriteStep::Rows),
+            WriteStep::Intent if !self.epoch.corrections.is_empty() => Some(WriteStep::Corrections),
+            WriteStep::Intent | WriteStep::Corrections if self.epoch.events.is_empty() => {
+                Some(WriteStep::Done)
+            }
+            WriteStep::Intent | WriteStep::Corrections => Some(WriteStep::Rows),
             WriteStep::Rows | WriteStep::Done => Some(WriteStep::Commit),
             WriteStep::Commit => None,
         };
@@ -240,6 +257,7 @@ mod tests {
                 })
                 .collect(),
             duplicates: Vec::new(),
+            corrections: Vec::new(),
             replay: false,
         }
     }
@@ -248,8 +266,10 @@ mod tests {
         let mut steps = Vec::new();
         while let Some(step) = w.poll() {
             steps.push(step);
-            let fenced = matches!(step, WriteStep::Rows | WriteStep::Done)
-                && !crate::checkpoint::may_write(w.generation(), claimed);
+            let fenced = matches!(
+                step,
+                WriteStep::Rows | WriteStep::Done | WriteStep::Corrections
+            ) && !crate::checkpoint::may_write(w.generation(), claimed);
             let outcome = if fenced {
                 StepOutcome::Fenced
             } else {

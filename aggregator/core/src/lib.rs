@@ -25,10 +25,12 @@ pub use checkpoint::{
     next_generation, plan_resume, EpochDone, EpochIntent, PartitionCheckpoint, ResumePlan, StartAt,
 };
 pub use dead_letter::DeadLetter;
-pub use epoch::{DuplicateEvent, EpochPolicy, PricedEvent, SealedEpoch};
-pub use epoch_writer::{EpochWrite, Progress, RetryPolicy, StepOutcome, WriteStep};
+pub use epoch::{DuplicateEvent, EpochPolicy, EstimateCorrection, PricedEvent, SealedEpoch};
+pub use epoch_writer::{
+    EpochWrite, Progress, RetryPolicy, StepOutcome, WriteStep, CORRECTIONS_TABLE,
+};
 pub use period::Period;
 pub use processor::{Disposition, Processor, ProcessorStats, SourceRecord};
-pub use recent_ids::{Fingerprint, RecentIds, RecentIdsPolicy};
+pub use recent_ids::{Counted, Fingerprint, RecentIds, RecentIdsPolicy, RestoredId};
 pub use watermark::{Watermark, WatermarkConfig};
 pub use windows::{Amounts, SpendWindows, Window, WindowError, WindowKey, WindowKeyRef};

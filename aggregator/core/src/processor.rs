@@ -4,6 +4,11 @@
 //! expected offset (prefetched before a seek, or redelivered), are ignored: the checkpoint,
 //! not the broker, decides what has been counted. Duplicate event ids are decided here, in
 //! memory, from the partition's [`RecentIds`].
+//!
+//! A real count for an event counted as an estimate ([`Disposition::Corrected`]) replaces
+//! it: the windows and calendar totals take the estimate out and put the real count in,
+//! budgets get the difference, and the epoch carries the correction (or replaces the
+//! estimate's row when it is still in the open epoch).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use crate::budgets::SpendFacts;
 use crate::checkpoint::{ResumePlan, StartAt};
 use crate::dead_letter::DeadLetter;
 use crate::epoch::{DuplicateEvent, EpochPolicy, OpenEpoch, PricedEvent, SealedEpoch};
-use crate::recent_ids::{Fingerprint, RecentIds, RecentIdsPolicy, Seen};
+use crate::recent_ids::{is_estimated, Counted, Fingerprint, RecentIds, RecentIdsPolicy, Seen};
 use crate::watermark::{Watermark, WatermarkConfig};
 use crate::windows::{Amounts, LiveRow, SpendWindows, WindowKey, WindowKeyRef};
 
@@ -39,6 +44,8 @@ pub enum Disposition {
     Accepted,
     /// An exact copy of an event already counted: dropped.
     Duplicate,
+    /// A real count replacing the estimate counted for its id: what is counted is now this.
+    Corrected,
     /// Kept as a dead letter in the partition's open epoch.
     DeadLettered(&'static str),
     /// Not for us (unassigned partition) or already counted (offset before the expected one).
@@ -53,6 +60,8 @@ pub struct ProcessorStats {
     pub ignored: u64,
     /// Exact copies of counted events, dropped (replays of a rebuilt epoch included).
     pub duplicates: u64,
+    /// Real counts that replaced a counted estimate.
+    pub corrected: u64,
     pub dead_letters: BTreeMap<&'static str, u64>,
 }
 
@@ -353,10 +362,14 @@ impl Processor {
         let zone = self.zone;
         let outcome = outcome.and_then(|mut priced| {
             let fp = Fingerprint::of(&priced.event);
-            match state.recent.observe(priced.event.event_id, fp, now_ms) {
-                Seen::Fresh => {}
+            let estimated = is_estimated(&priced.event);
+            let seen = state
+                .recent
+                .observe(priced.event.event_id, fp, estimated, now_ms);
+            let replaced = match seen {
+                Seen::Fresh => None,
                 Seen::Duplicate => {
-                    return Ok(Err(DuplicateEvent {
+                    return Ok(Outcome::Duplicate(DuplicateEvent {
                         tenant_id: priced.event.tenant_id.clone(),
                         event_id: priced.event.event_id,
                         event_time: priced.event.event_time,
@@ -365,9 +378,11 @@ impl Processor {
                     }))
                 }
                 Seen::Conflict => return Err(conflict(&priced, &rec)),
-            }
+                Seen::Correction(old) => Some(old),
+            };
             let e = &priced.event;
             priced.late = state.watermark.is_late(e.event_time, now_ms);
+            let watermark = state.watermark.current(now_ms);
             let added = Amounts::from_decimal(priced.priced.billing_cost, tokens_of(e), 1)
                 .and_then(|amounts| {
                     let key = WindowKeyRef::new(
@@ -375,22 +390,53 @@ impl Processor {
                         e.department.as_deref().unwrap_or(""),
                         &e.model,
                     );
-                    let watermark = state.watermark.current(now_ms);
-                    windows.add(&key, e.event_time, &amounts, zone, watermark)
+                    match &replaced {
+                        None => windows
+                            .add(&key, e.event_time, &amounts, zone, watermark)
+                            .map(|_| ()),
+                        Some(old) => replace_in_windows(
+                            windows,
+                            old,
+                            &key,
+                            e.event_time,
+                            &amounts,
+                            zone,
+                            watermark,
+                        ),
+                    }
                 });
             if let Err(err) = added {
                 // Not counted, so a later copy must not be taken for a duplicate of it.
-                state.recent.forget(&priced.event.event_id);
+                match replaced {
+                    None => state.recent.forget(&priced.event.event_id),
+                    Some(old) => state.recent.undo_correction(priced.event.event_id, old),
+                }
                 return Err(overflow(&priced, &rec, &err));
             }
             state.watermark.observe(e.event_time, now_ms);
             if !state.tenants.contains(&e.tenant_id) {
                 state.tenants.insert(e.tenant_id.clone());
             }
-            Ok(Ok(priced))
+            match replaced {
+                Some(old) => Ok(Outcome::Corrects(priced, old)),
+                None => {
+                    if estimated {
+                        state.recent.remember_estimate(
+                            priced.event.event_id,
+                            Counted {
+                                event: priced.event.clone(),
+                                priced: priced.priced.clone(),
+                                offset: rec.offset,
+                                window_time_ms: priced.event.event_time,
+                            },
+                        );
+                    }
+                    Ok(Outcome::Counted(priced))
+                }
+            }
         });
         let disposition = match outcome {
-            Ok(Ok(priced)) => {
+            Ok(Outcome::Counted(priced)) => {
                 if !self.budgets.is_empty() {
                     let id = priced.event.event_id.to_string();
                     let mut facts = SpendFacts::of_event(&priced.event, &priced.priced);
@@ -407,7 +453,15 @@ impl Processor {
                 epoch.add_event(priced);
                 Disposition::Accepted
             }
-            Ok(Err(duplicate)) => {
+            Ok(Outcome::Corrects(priced, old)) => {
+                if !self.budgets.is_empty() {
+                    correct_budgets(&mut self.budgets, &self.catalog, &old, &priced, now_ms);
+                }
+                self.stats.corrected += 1;
+                epoch.add_correction(old, priced);
+                Disposition::Corrected
+            }
+            Ok(Outcome::Duplicate(duplicate)) => {
                 self.stats.duplicates += 1;
                 epoch.add_skipped(duplicate);
                 Disposition::Duplicate
@@ -524,6 +578,69 @@ impl Processor {
         }
         out
     }
+}
+
+/// What a counted record became.
+enum Outcome {
+    Counted(PricedEvent),
+    /// A real count replacing the estimate counted for its id.
+    Corrects(PricedEvent, Box<Counted>),
+    Duplicate(DuplicateEvent),
+}
+
+/// Takes the estimate `old` out of the windows and puts the real count in; on error nothing
+/// changed.
+fn replace_in_windows(
+    windows: &mut SpendWindows<WindowKey>,
+    old: &Counted,
+    key: &WindowKeyRef<'_>,
+    event_time: i64,
+    amounts: &Amounts,
+    zone: Tz,
+    watermark: i64,
+) -> Result<(), crate::windows::WindowError> {
+    let o = &old.event;
+    let old_key = WindowKeyRef::new(
+        &o.tenant_id,
+        o.department.as_deref().unwrap_or(""),
+        &o.model,
+    );
+    let old_amounts = Amounts::from_decimal(old.priced.billing_cost, tokens_of(o), 1)?;
+    windows.subtract(&old_key, old.window_time_ms, &old_amounts, zone, watermark)?;
+    if let Err(e) = windows.add(key, event_time, amounts, zone, watermark) {
+        // Put the estimate back: it was there a moment ago, so this fits.
+        let _ = windows.add(&old_key, old.window_time_ms, &old_amounts, zone, watermark);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Budgets get the correction's difference: one update of `real − estimate` when both fall
+/// in the same scopes and period, else the real count first, then the estimate taken out
+/// (so that a budget never reads less than either while the two are applied).
+fn correct_budgets(
+    budgets: &mut crate::budgets::BudgetBook,
+    catalog: &Catalog,
+    old: &Counted,
+    real: &PricedEvent,
+    now_ms: i64,
+) {
+    let id = real.event.event_id.to_string();
+    let mut new_facts = SpendFacts::of_event(&real.event, &real.priced);
+    new_facts.event_id = Some(&id);
+    let mut old_facts = SpendFacts::of_event(&old.event, &old.priced);
+    old_facts.event_id = Some(&id);
+    old_facts.amount = -old.priced.billing_cost;
+    let live = crate::budgets::SpendMode::Live;
+    if new_facts.same_place(&old_facts) {
+        if let Some(delta) = new_facts.amount.checked_sub(old.priced.billing_cost) {
+            new_facts.amount = delta;
+            budgets.handle_spend(&new_facts, catalog, now_ms, live);
+            return;
+        }
+    }
+    budgets.handle_spend(&new_facts, catalog, now_ms, live);
+    budgets.handle_spend(&old_facts, catalog, now_ms, live);
 }
 
 fn tokens_of(e: &costpipe_schemas::UsageEvent) -> [u64; 6] {
@@ -804,6 +921,84 @@ mod tests {
         assert_eq!(sealed[0].events.len(), 1);
         assert_eq!(sealed[0].dead_letters[0].payload, other_time, "kept whole");
         assert_eq!(p.stats().duplicates, 1);
+    }
+
+    #[test]
+    fn a_real_count_replaces_its_estimate_in_memory_and_in_the_epochs() {
+        let mut p = processor();
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
+        let codec = UsageCodec::usage_v2();
+        let mut estimate =
+            UsageEvent::new(Uuid::from_u128(9), NOW - 1000, "acme", "openai", "gpt-4o");
+        estimate.input_tokens = 1_000_000;
+        estimate.labels.insert(
+            crate::recent_ids::ESTIMATED_LABEL.into(),
+            crate::recent_ids::ESTIMATED_VALUE.into(),
+        );
+        let mut real = estimate.clone();
+        real.labels.clear();
+        real.input_tokens = 400_000;
+        real.output_tokens = 100_000;
+        let (est_bytes, real_bytes) = (
+            codec.encode(&estimate).unwrap(),
+            codec.encode(&real).unwrap(),
+        );
+        assert_eq!(
+            p.handle_record(rec(0, 0, &est_bytes), NOW),
+            Disposition::Accepted
+        );
+        assert_eq!(p.month_spend("acme", NOW), Some(dec!(2.5)));
+        let first = p.seal_all();
+        assert_eq!(first[0].events.len(), 1);
+        // gpt-4o: 2.50 per M input, 10.00 per M output: 0.4 × 2.5 + 0.1 × 10 = 2.
+        assert_eq!(
+            p.handle_record(rec(0, 1, &real_bytes), NOW),
+            Disposition::Corrected
+        );
+        assert_eq!(p.month_spend("acme", NOW), Some(dec!(2)));
+        assert_eq!(
+            p.handle_record(rec(0, 2, &real_bytes), NOW),
+            Disposition::Duplicate
+        );
+        assert_eq!(
+            p.handle_record(rec(0, 3, &est_bytes), NOW),
+            Disposition::DeadLettered("duplicate_event_id_conflict")
+        );
+        let second = p.seal_all();
+        assert!(second[0].events.is_empty());
+        assert_eq!(second[0].corrections.len(), 1);
+        let c = &second[0].corrections[0];
+        assert_eq!(c.estimate.offset, 0);
+        assert_eq!(c.estimate.priced.billing_cost, dec!(2.5));
+        assert_eq!((c.real.offset, c.real.priced.billing_cost), (1, dec!(2)));
+        assert_eq!(p.stats().corrected, 1);
+        let (_, rows) = p.live_view("acme", NOW).unwrap();
+        assert_eq!(rows[0].month.events, 1, "still one call");
+        assert_eq!(rows[0].month.tokens[0], 400_000);
+        assert_eq!(rows[0].month.tokens[1], 100_000);
+
+        // In its estimate's own epoch, the real count replaces the row.
+        let mut p = processor();
+        p.assign(
+            0,
+            plan_resume(&PartitionCheckpoint::default()),
+            RecentIds::new(),
+        );
+        p.handle_record(rec(0, 0, &est_bytes), NOW);
+        assert_eq!(
+            p.handle_record(rec(0, 1, &real_bytes), NOW),
+            Disposition::Corrected
+        );
+        let sealed = p.seal_all();
+        assert_eq!((sealed[0].start_offset, sealed[0].end_offset), (0, 2));
+        assert!(sealed[0].corrections.is_empty());
+        assert_eq!(sealed[0].events.len(), 1);
+        assert_eq!(sealed[0].events[0].event, real);
+        assert_eq!(p.month_spend("acme", NOW), Some(dec!(2)));
     }
 
     #[test]

@@ -19,13 +19,58 @@
 //! Memory is bounded: ids older than the horizon (by the time they were counted) are evicted
 //! first, and at most `max_ids` are kept per partition. A copy arriving after its original was
 //! evicted is counted again; the horizon is documented in DEVELOPERS.md.
+//!
+//! **Estimated copies.** An event flagged estimated (label `costpipe_usage=estimated`: the
+//! gateway counted the tokens itself) is remembered with what it added ([`Counted`]), so
+//! that a later copy of the same id that is *not* estimated (the provider's real count) can
+//! replace it: [`Seen::Correction`] hands the estimate back and the real count becomes what
+//! is counted (its fingerprint replaces the estimate's). Estimates are rare; they are kept
+//! beside their id and leave with it (same horizon, same cap). After a correction the id is
+//! an ordinary counted id: a second real count with the same content is a duplicate, one
+//! with other content a conflict, and an estimate arriving after the real count a conflict
+//! (or a duplicate if its content is the same). A real count arriving after the horizon finds
+//! nothing and is counted as a new event, beside the estimate (the documented bound).
 
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use uuid::Uuid;
 
+use costpipe_pricing::PricedCost;
 use costpipe_schemas::UsageEvent;
+
+/// The label an emitter sets on an event whose tokens it counted itself.
+pub const ESTIMATED_LABEL: &str = "costpipe_usage";
+/// [`ESTIMATED_LABEL`]'s value on such an event.
+pub const ESTIMATED_VALUE: &str = "estimated";
+
+/// Whether `e` carries estimated token counts (a later real count may correct it).
+pub fn is_estimated(e: &UsageEvent) -> bool {
+    e.labels.get(ESTIMATED_LABEL).map(String::as_str) == Some(ESTIMATED_VALUE)
+}
+
+/// What a counted estimated copy added, so that a real count can take it back out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub event: UsageEvent,
+    pub priced: PricedCost,
+    /// Source offset of the counted copy.
+    pub offset: i64,
+    /// Where the windows hold it: its event time when counted live, its minute's start when
+    /// the partition's windows were restored from minute rollups.
+    pub window_time_ms: i64,
+}
+
+/// One id read back from the store when a partition is taken up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredId {
+    pub id: Uuid,
+    pub fingerprint: Fingerprint,
+    /// When it was counted (stored).
+    pub at_ms: i64,
+    /// The counted copy's amounts when it is an estimate not yet corrected.
+    pub estimate: Option<Box<Counted>>,
+}
 
 /// A 64-bit digest of the fields that make two events with one id the same event. Computed
 /// in-process both for new events and for rows restored from the store, so it only has to
@@ -71,7 +116,7 @@ impl Fingerprint {
 }
 
 /// What a new copy of an id is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
     /// Not counted before: count it.
     Fresh,
@@ -79,6 +124,9 @@ pub enum Seen {
     Duplicate,
     /// Counted before with other content: dead-letter it.
     Conflict,
+    /// The counted copy is an estimate and this one a real count: count the real one instead
+    /// (the estimate is handed back, to take its amounts out). Already remembered as counted.
+    Correction(Box<Counted>),
 }
 
 /// Bounds of a partition's id memory.
@@ -107,6 +155,8 @@ pub struct RecentIds {
     by_id: foldhash::HashMap<Uuid, Fingerprint>,
     /// Insertion order with the time each id was counted, for eviction.
     order: VecDeque<(i64, Uuid)>,
+    /// The counted copies that are estimates, not yet corrected (few).
+    estimates: foldhash::HashMap<Uuid, Box<Counted>>,
 }
 
 impl RecentIds {
@@ -117,18 +167,43 @@ impl RecentIds {
 
     /// A memory holding `restored` (id, fingerprint, when counted), oldest first.
     pub fn restored(restored: impl IntoIterator<Item = (Uuid, Fingerprint, i64)>) -> Self {
-        let mut ids = RecentIds::new();
-        for (id, fp, at) in restored {
-            if ids.by_id.insert(id, fp).is_none() {
-                ids.order.push_back((at, id));
+        Self::restored_with_estimates(restored.into_iter().map(|(id, fingerprint, at_ms)| {
+            RestoredId {
+                id,
+                fingerprint,
+                at_ms,
+                estimate: None,
             }
+        }))
+    }
+
+    /// A memory holding `restored`, oldest first. A later entry for the same id (a real
+    /// count's correction after its estimate) replaces the earlier one's content.
+    pub fn restored_with_estimates(restored: impl IntoIterator<Item = RestoredId>) -> Self {
+        let mut ids = RecentIds::new();
+        for r in restored {
+            if ids.by_id.insert(r.id, r.fingerprint).is_none() {
+                ids.order.push_back((r.at_ms, r.id));
+            }
+            match r.estimate {
+                Some(e) => ids.estimates.insert(r.id, e),
+                None => ids.estimates.remove(&r.id),
+            };
         }
         ids
     }
 
-    /// Classifies a copy of `id` with content `fp`, and remembers it when it is fresh.
-    pub fn observe(&mut self, id: Uuid, fp: Fingerprint, now_ms: i64) -> Seen {
+    /// Classifies a copy of `id` with content `fp` (`estimated`: the copy's tokens are an
+    /// estimate), and remembers it when it is fresh or corrects an estimate.
+    pub fn observe(&mut self, id: Uuid, fp: Fingerprint, estimated: bool, now_ms: i64) -> Seen {
         match self.by_id.get(&id) {
+            Some(_) if !estimated && self.estimates.contains_key(&id) => {
+                let Some(old) = self.estimates.remove(&id) else {
+                    return Seen::Conflict;
+                };
+                self.by_id.insert(id, fp);
+                Seen::Correction(old)
+            }
             Some(known) if *known == fp => Seen::Duplicate,
             Some(_) => Seen::Conflict,
             None => {
@@ -139,10 +214,29 @@ impl RecentIds {
         }
     }
 
+    /// Remembers what the fresh estimated copy `id` added, for a later real count.
+    pub fn remember_estimate(&mut self, id: Uuid, counted: Counted) {
+        if self.by_id.contains_key(&id) {
+            self.estimates.insert(id, Box::new(counted));
+        }
+    }
+
+    /// Undoes a [`Seen::Correction`] that could not be applied: `old` is counted again.
+    pub fn undo_correction(&mut self, id: Uuid, old: Box<Counted>) {
+        self.by_id.insert(id, Fingerprint::of(&old.event));
+        self.estimates.insert(id, old);
+    }
+
+    /// Estimates held, not yet corrected.
+    pub fn estimates_len(&self) -> usize {
+        self.estimates.len()
+    }
+
     /// Forgets `id` (it was not counted after all). Its place in the eviction order stays
     /// and is skipped when reached.
     pub fn forget(&mut self, id: &Uuid) {
         self.by_id.remove(id);
+        self.estimates.remove(id);
     }
 
     /// Forgets ids counted before `now_ms - horizon` and beyond `max_ids`.
@@ -154,6 +248,7 @@ impl RecentIds {
             }
             self.order.pop_front();
             self.by_id.remove(&id);
+            self.estimates.remove(&id);
         }
     }
 
@@ -182,14 +277,17 @@ mod tests {
     fn same_content_is_a_duplicate_other_content_a_conflict() {
         let mut ids = RecentIds::new();
         let a = event(1, 1000, 5);
-        assert_eq!(ids.observe(a.event_id, Fingerprint::of(&a), 0), Seen::Fresh);
         assert_eq!(
-            ids.observe(a.event_id, Fingerprint::of(&a), 1),
+            ids.observe(a.event_id, Fingerprint::of(&a), false, 0),
+            Seen::Fresh
+        );
+        assert_eq!(
+            ids.observe(a.event_id, Fingerprint::of(&a), false, 1),
             Seen::Duplicate
         );
         let b = event(1, 1000, 6);
         assert_eq!(
-            ids.observe(b.event_id, Fingerprint::of(&b), 2),
+            ids.observe(b.event_id, Fingerprint::of(&b), false, 2),
             Seen::Conflict
         );
     }
@@ -199,9 +297,9 @@ mod tests {
         let mut ids = RecentIds::new();
         let original = event(7, 1_000, 5);
         let rebuilt = event(7, 1_000 + 40 * 86_400_000, 5);
-        ids.observe(original.event_id, Fingerprint::of(&original), 0);
+        ids.observe(original.event_id, Fingerprint::of(&original), false, 0);
         assert_eq!(
-            ids.observe(rebuilt.event_id, Fingerprint::of(&rebuilt), 1),
+            ids.observe(rebuilt.event_id, Fingerprint::of(&rebuilt), false, 1),
             Seen::Conflict
         );
     }
@@ -215,13 +313,13 @@ mod tests {
         let mut ids = RecentIds::new();
         for (i, at) in [(1u128, 0i64), (2, 50), (3, 120)] {
             let e = event(i, 0, 1);
-            ids.observe(e.event_id, Fingerprint::of(&e), at);
+            ids.observe(e.event_id, Fingerprint::of(&e), false, at);
         }
         ids.evict(&policy, 150);
         assert_eq!(ids.len(), 1, "id 1 is past the horizon, id 2 over the cap");
         let e3 = event(3, 0, 1);
         assert_eq!(
-            ids.observe(e3.event_id, Fingerprint::of(&e3), 151),
+            ids.observe(e3.event_id, Fingerprint::of(&e3), false, 151),
             Seen::Duplicate
         );
     }
@@ -231,7 +329,122 @@ mod tests {
         let e = event(9, 5, 5);
         let mut ids = RecentIds::restored([(e.event_id, Fingerprint::of(&e), 0)]);
         assert_eq!(
-            ids.observe(e.event_id, Fingerprint::of(&e), 1),
+            ids.observe(e.event_id, Fingerprint::of(&e), false, 1),
+            Seen::Duplicate
+        );
+    }
+
+    fn counted(e: &UsageEvent) -> Counted {
+        let catalog = costpipe_pricing::Catalog::builtin();
+        Counted {
+            event: e.clone(),
+            priced: costpipe_pricing::price_event(&catalog, e),
+            offset: 0,
+            window_time_ms: e.event_time,
+        }
+    }
+
+    fn estimated(id: u128, input: i64) -> UsageEvent {
+        let mut e = event(id, 1000, input);
+        e.labels
+            .insert(ESTIMATED_LABEL.to_string(), ESTIMATED_VALUE.to_string());
+        e
+    }
+
+    #[test]
+    fn a_real_count_corrects_an_estimate_once() {
+        let mut ids = RecentIds::new();
+        let est = estimated(5, 100);
+        assert!(is_estimated(&est));
+        let fp = Fingerprint::of(&est);
+        assert_eq!(ids.observe(est.event_id, fp, true, 0), Seen::Fresh);
+        ids.remember_estimate(est.event_id, counted(&est));
+        assert_eq!(ids.estimates_len(), 1);
+        // The estimate again: a duplicate; another estimate: a conflict.
+        assert_eq!(ids.observe(est.event_id, fp, true, 1), Seen::Duplicate);
+        let other_estimate = estimated(5, 101);
+        assert_eq!(
+            ids.observe(
+                other_estimate.event_id,
+                Fingerprint::of(&other_estimate),
+                true,
+                1
+            ),
+            Seen::Conflict
+        );
+        let real = event(5, 1000, 120);
+        assert!(!is_estimated(&real));
+        match ids.observe(real.event_id, Fingerprint::of(&real), false, 2) {
+            Seen::Correction(old) => assert_eq!(old.event, est),
+            other => panic!("expected a correction, got {other:?}"),
+        }
+        assert_eq!(ids.estimates_len(), 0);
+        // From now on the real count is what is counted.
+        assert_eq!(
+            ids.observe(real.event_id, Fingerprint::of(&real), false, 3),
+            Seen::Duplicate
+        );
+        let other_real = event(5, 1000, 121);
+        assert_eq!(
+            ids.observe(other_real.event_id, Fingerprint::of(&other_real), false, 3),
+            Seen::Conflict
+        );
+        assert_eq!(ids.observe(est.event_id, fp, true, 4), Seen::Conflict);
+    }
+
+    #[test]
+    fn a_real_count_first_is_never_corrected_by_an_estimate() {
+        let mut ids = RecentIds::new();
+        let real = event(6, 1000, 120);
+        assert_eq!(
+            ids.observe(real.event_id, Fingerprint::of(&real), false, 0),
+            Seen::Fresh
+        );
+        let est = estimated(6, 100);
+        assert_eq!(
+            ids.observe(est.event_id, Fingerprint::of(&est), true, 1),
+            Seen::Conflict
+        );
+    }
+
+    #[test]
+    fn estimates_leave_with_their_ids_and_restore_with_their_corrections() {
+        let policy = RecentIdsPolicy {
+            horizon_ms: 100,
+            max_ids: 10,
+        };
+        let mut ids = RecentIds::new();
+        let est = estimated(8, 100);
+        ids.observe(est.event_id, Fingerprint::of(&est), true, 0);
+        ids.remember_estimate(est.event_id, counted(&est));
+        ids.evict(&policy, 101);
+        assert_eq!((ids.len(), ids.estimates_len()), (0, 0));
+        // Past the horizon a real count is new: counted beside the estimate (documented).
+        let real = event(8, 1000, 120);
+        assert_eq!(
+            ids.observe(real.event_id, Fingerprint::of(&real), false, 102),
+            Seen::Fresh
+        );
+
+        // Restored: the estimate row, then its correction: the real count is what counts.
+        let restored = RecentIds::restored_with_estimates([
+            RestoredId {
+                id: est.event_id,
+                fingerprint: Fingerprint::of(&est),
+                at_ms: 0,
+                estimate: Some(Box::new(counted(&est))),
+            },
+            RestoredId {
+                id: est.event_id,
+                fingerprint: Fingerprint::of(&real),
+                at_ms: 5,
+                estimate: None,
+            },
+        ]);
+        assert_eq!((restored.len(), restored.estimates_len()), (1, 0));
+        let mut restored = restored;
+        assert_eq!(
+            restored.observe(real.event_id, Fingerprint::of(&real), false, 6),
             Seen::Duplicate
         );
     }

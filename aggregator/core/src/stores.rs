@@ -9,8 +9,8 @@
 use crate::checkpoint::{EpochDone, EpochIntent, PartitionCheckpoint};
 use crate::dead_letter::DeadLetter;
 use crate::epoch::SealedEpoch;
-use crate::epoch_writer::{EpochWrite, Progress, StepOutcome, WriteStep};
-use crate::recent_ids::Fingerprint;
+use crate::epoch_writer::{EpochWrite, Progress, StepOutcome, WriteStep, CORRECTIONS_TABLE};
+use crate::recent_ids::RestoredId;
 
 /// Where positions live: claims, intents and completion markers.
 pub trait PositionStore {
@@ -52,13 +52,22 @@ pub trait RowStore {
         token: &str,
         generation: u64,
     ) -> Result<Written, Self::Error>;
-    /// Ids (with fingerprints and when they were stored) of `partition`'s events stored at
-    /// or after `since_ms`, oldest first.
-    fn recent_ids(
+    /// Fenced and verified, back to back with the insert: unless a generation above
+    /// `generation` has claimed the partition, the epoch's marker is stored, or corrections
+    /// under `token` are stored, inserts the epoch's corrections (each: the estimate taken
+    /// out, the real count put in) under `token`.
+    fn write_corrections(
         &mut self,
-        partition: i32,
-        since_ms: i64,
-    ) -> Result<Vec<(uuid::Uuid, Fingerprint, i64)>, Self::Error>;
+        epoch: &SealedEpoch,
+        token: &str,
+        generation: u64,
+    ) -> Result<Written, Self::Error>;
+    /// Ids (with fingerprints and when they were stored) of `partition`'s events stored at
+    /// or after `since_ms`, oldest first, estimates with their amounts; then the real counts
+    /// of corrections stored since then **by complete epochs** (marker stored), which
+    /// replace their estimates.
+    fn recent_ids(&mut self, partition: i32, since_ms: i64)
+        -> Result<Vec<RestoredId>, Self::Error>;
 }
 
 /// Where dead letters go.
@@ -94,6 +103,15 @@ where
         WriteStep::Intent => ok(store
             .write_intent(&write.intent())
             .map_err(|e| e.to_string())),
+        WriteStep::Corrections => written(
+            store
+                .write_corrections(
+                    write.epoch(),
+                    &write.token(CORRECTIONS_TABLE),
+                    write.generation(),
+                )
+                .map_err(|e| e.to_string()),
+        ),
         WriteStep::Rows => written(
             store
                 .write_rows(

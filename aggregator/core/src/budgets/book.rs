@@ -25,8 +25,8 @@ use rust_decimal::Decimal;
 
 use costpipe_pricing::{convert, Catalog, PricedCost};
 use costpipe_schemas::{
-    control_id, BudgetControl, BudgetDefinition, BudgetDefinitionError, BudgetLevel, ControlKind,
-    Direction, FxRate, UsageEvent,
+    control_id, control_id_at_rung, BudgetControl, BudgetDefinition, BudgetDefinitionError,
+    BudgetLevel, ControlKind, Direction, FxRate, UsageEvent,
 };
 
 use super::budget::{Budget, Dimension};
@@ -71,6 +71,20 @@ impl<'a> SpendFacts<'a> {
             currency: &priced.billing_currency,
             event_id: None,
         }
+    }
+
+    /// Whether `other` is spent on the same scope values, currency and instant (only the
+    /// amount may differ): then the two count in exactly the same budgets and periods.
+    pub fn same_place(&self, other: &SpendFacts<'_>) -> bool {
+        self.tenant == other.tenant
+            && self.department == other.department
+            && self.user == other.user
+            && self.project == other.project
+            && self.feature == other.feature
+            && self.model == other.model
+            && self.api_key == other.api_key
+            && self.at_ms == other.at_ms
+            && self.currency == other.currency
     }
 
     fn value(&self, dim: Dimension) -> Option<&str> {
@@ -1004,14 +1018,27 @@ impl BudgetBook {
         };
         let limit = fmt(f.limit);
         let def = &budget.definition;
+        // A level with several rungs (two `notify` thresholds) names the rung in the id, so
+        // that each crossing is its own transition; other ids stay as they were.
+        let threshold = r.map(|r| fmt(r.at));
+        let shared_level = r.is_some_and(|r| {
+            budget
+                .ladder
+                .rungs
+                .iter()
+                .filter(|other| other.level == r.level)
+                .count()
+                > 1
+        });
         BudgetControl {
-            control_id: control_id(
+            control_id: control_id_at_rung(
                 &budget.id,
                 ControlKind::State,
                 f.period_key,
                 &limit,
                 f.direction,
                 level,
+                threshold.as_deref().filter(|_| shared_level),
             ),
             budget_id: budget.id.to_string(),
             kind: ControlKind::State,
@@ -1019,7 +1046,7 @@ impl BudgetBook {
             tenant_id: budget.tenant.clone(),
             level,
             previous_level: f.previous,
-            threshold: r.map_or_else(|| "0".to_string(), |r| fmt(r.at)),
+            threshold: threshold.unwrap_or_else(|| "0".to_string()),
             throttle_requests_per_minute: r.and_then(|r| r.throttle_requests_per_minute),
             downgrade_to: r.and_then(|r| r.downgrade_to.clone()),
             retry_after_ms: f.retry_after_ms,

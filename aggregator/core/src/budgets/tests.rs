@@ -944,3 +944,73 @@ fn a_revoked_and_retaken_budget_does_not_count_its_hours_twice() {
     assert_eq!(forecasts.len(), 1);
     assert_eq!(forecasts[0].forecast_spend.as_deref(), Some("120"));
 }
+
+#[test]
+fn two_rungs_of_one_level_get_distinct_control_ids() {
+    // Two `notify` thresholds (50 % and 70 %): each crossing is its own transition, so a
+    // consumer applying records idempotently by `control_id` must see two ids.
+    let mut b = book();
+    let t = ms("2026-11-10T12:00:00Z");
+    add(
+        &mut b,
+        "acme:two-notify",
+        serde_json::json!({
+            "scope": {"tenant": "acme"},
+            "period": {"calendar": "month", "time_zone": "UTC"},
+            "limit": "100", "currency": "USD",
+            "ladder": [
+                {"at": "0.5", "action": "notify"},
+                {"at": "0.7", "action": "notify"},
+                {"at": "1", "action": "block"}
+            ]
+        }),
+        t,
+    );
+    let cat = catalog();
+    for (amount, at) in [(dec!(55), 1), (dec!(20), 2)] {
+        b.handle_spend(
+            &spend("acme", "research", amount, "USD", t + at),
+            &cat,
+            t + at,
+            SpendMode::Live,
+        );
+    }
+    let out = drain(&mut b);
+    assert_eq!(levels(&out), [BudgetLevel::Warning, BudgetLevel::Warning]);
+    assert_eq!(
+        out.iter().map(|c| c.threshold.as_str()).collect::<Vec<_>>(),
+        ["0.5", "0.7"]
+    );
+    assert_ne!(
+        out[0].control_id, out[1].control_id,
+        "the 70 % rung must not reuse the 50 % rung's id"
+    );
+}
+
+#[test]
+fn control_ids_of_ladders_with_one_rung_per_level_are_unchanged() {
+    // The rung enters the id only where a level has several rungs: every other id is the
+    // one earlier builds published (consumers that remember ids see no change).
+    let mut b = book();
+    let t = ms("2026-11-10T12:00:00Z");
+    add(&mut b, "acme:research:day", dept_day(), t);
+    b.handle_spend(
+        &spend("acme", "research", dec!(60), "USD", t + 1),
+        &catalog(),
+        t + 1,
+        SpendMode::Live,
+    );
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].control_id,
+        costpipe_schemas::control_id(
+            "acme:research:day",
+            ControlKind::State,
+            ms("2026-11-09T23:00:00Z"),
+            "100",
+            costpipe_schemas::Direction::Up,
+            BudgetLevel::Warning
+        )
+    );
+}

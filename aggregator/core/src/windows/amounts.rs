@@ -100,6 +100,24 @@ impl Amounts {
         })
     }
 
+    /// `self − other` (taking a counted amount back out, for a correction): the cost exactly,
+    /// tokens and events floored at zero (a bin restored at minute granularity may hold less
+    /// than the event's own time did). `None` if the cost would overflow.
+    pub fn minus(&self, other: &Amounts) -> Option<Amounts> {
+        let mut tokens = [0u64; TOKEN_KINDS];
+        for (out, (a, b)) in tokens
+            .iter_mut()
+            .zip(self.tokens.iter().zip(other.tokens.iter()))
+        {
+            *out = a.saturating_sub(*b);
+        }
+        Some(Amounts {
+            cost_ticks: self.cost_ticks.checked_sub(other.cost_ticks)?,
+            tokens,
+            events: self.events.saturating_sub(other.events),
+        })
+    }
+
     /// True if every field is zero.
     pub fn is_zero(&self) -> bool {
         *self == Amounts::ZERO

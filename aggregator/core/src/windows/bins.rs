@@ -54,6 +54,22 @@ impl SparseBins {
         })
     }
 
+    /// The bin `index` minus `sub` (see [`Amounts::minus`]), not yet written; `None` when
+    /// the bin is absent (nothing there to take back).
+    pub fn prepare_sub(&self, index: i64, sub: &Amounts) -> Result<Option<Pending>, WindowError> {
+        let Ok(i) = self.position(index) else {
+            return Ok(None);
+        };
+        let sum = Amounts::from(self.bins[i].amounts)
+            .minus(sub)
+            .ok_or(WindowError::Overflow)?;
+        Ok(Some(Pending {
+            at: Ok(i),
+            index,
+            sum: sum.into(),
+        }))
+    }
+
     /// Writes a [`Pending`] prepared against the current contents.
     pub fn commit(&mut self, p: Pending) {
         match p.at {

@@ -312,6 +312,54 @@ impl<K: SpendKey> SpendWindows<K> {
         Ok(outcome)
     }
 
+    /// Takes `amounts`, added earlier at `event_time_ms`, back out of `key`'s windows and
+    /// calendar totals (a correction replacing a counted estimate): from every bin and total
+    /// that [`SpendWindows::add`] would target at `watermark_ms` and that exists; token and
+    /// event counts are floored at zero. On error nothing changed.
+    pub fn subtract<L>(
+        &mut self,
+        key: &L,
+        event_time_ms: i64,
+        amounts: &Amounts,
+        tz: Tz,
+        watermark_ms: i64,
+    ) -> Result<(), WindowError>
+    where
+        L: KeyLookup<K> + ?Sized,
+        K: Borrow<L::Query>,
+    {
+        let (day, month) = local_periods(event_time_ms, tz)?;
+        let (cur_day, cur_month) = self.current(watermark_ms, tz);
+        let mut targets: Targets = [None; 6];
+        for w in Window::ALL {
+            let bin = w.bin_of(event_time_ms);
+            if bin > w.last_uncovered_bin(watermark_ms) {
+                targets[w.index()] = Some(bin);
+            }
+        }
+        if day >= cur_day.saturating_sub(PREVIOUS_PERIODS_KEPT) {
+            targets[DAY] = Some(day);
+        }
+        if month >= cur_month.saturating_sub(PREVIOUS_PERIODS_KEPT) {
+            targets[MONTH] = Some(month);
+        }
+        let Some(state) = self.keys.get_mut(key.query()) else {
+            return Ok(());
+        };
+        let mut pending: [Option<Pending>; 6] = [None; 6];
+        for ((p, target), series) in pending.iter_mut().zip(&targets).zip(&state.series) {
+            if let Some(index) = target {
+                *p = series.prepare_sub(*index, amounts)?;
+            }
+        }
+        for (p, series) in pending.into_iter().zip(state.series.iter_mut()) {
+            if let Some(p) = p {
+                series.commit(p);
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a minute rollup read back from storage (see "Restore" in the module docs): the
     /// same as [`SpendWindows::add`] at `minute_start_ms`.
     pub fn restore_minute<L>(
