@@ -102,8 +102,9 @@ pub async fn start_billing(
     };
     wait_for("billing's migrations", Duration::from_secs(60), || async {
         stack
-            // The last migration (074) marks the daily rollup's coverage: every table and
-            // view billing reads is in place after it.
+            // Migration 074 marks the daily rollup's coverage: every table and view billing
+            // reads is in place after it (075-077 only add columns and change views in place,
+            // atomically).
             .try_query(&format!(
                 "SELECT count() > 0 FROM {db}.rollup_coverage WHERE rollup = 'usage_cost_day'"
             ))
