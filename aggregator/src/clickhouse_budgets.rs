@@ -99,7 +99,8 @@ impl ClickHouseStore {
                  WHERE reason = 'estimate_corrected' AND source_topic = ? AND (length(?) = 0 OR has(?, source_partition)) \
                  AND (? = '' OR tenant_id = ?) AND event_time >= fromUnixTimestamp64Milli(?) \
                  AND (source_topic, source_partition, epoch_start, epoch_end) IN \
-                   (SELECT topic, partition, start_offset, end_offset FROM ingest_epochs_done)) \
+                   (SELECT topic, partition, start_offset, end_offset FROM ingest_epochs_done \
+                    WHERE topic = ? AND (length(?) = 0 OR has(?, partition)))) \
                  GROUP BY tenant_id, department, user_id, project_id, feature, price_model, \
                  api_key, billing_currency, bin_ms",
             )
@@ -116,7 +117,10 @@ impl ClickHouseStore {
             .bind(partitions)
             .bind(tenant.unwrap_or(""))
             .bind(tenant.unwrap_or(""))
-            .bind(since_ms.max(0));
+            .bind(since_ms.max(0))
+            .bind(topic)
+            .bind(partitions)
+            .bind(partitions);
         self.timed_call("reading budget spend", query.fetch_all::<SpendRow>())
             .await
     }

@@ -250,12 +250,15 @@ struct CorrectedRead {
     corrected_ms: i64,
 }
 
-/// `usage_cost_corrections` rows of estimates corrected by complete epochs of `?` topic and
-/// `?` partition (two parameters): a marker exists for the epoch that wrote them.
+/// `usage_cost_corrections` rows of estimates corrected by complete epochs of one topic and
+/// partition: a marker exists for the epoch that wrote them. Four parameters: topic,
+/// partition, and the same two again, which keep the marker lookup to that partition's
+/// markers (the table's key prefix) instead of the whole table.
 pub const COMPLETE_ESTIMATE_CORRECTIONS: &str =
     "reason = 'estimate_corrected' AND source_topic = ? \
     AND source_partition = ? AND (source_topic, source_partition, epoch_start, epoch_end) IN \
-    (SELECT topic, partition, start_offset, end_offset FROM ingest_epochs_done)";
+    (SELECT topic, partition, start_offset, end_offset FROM ingest_epochs_done \
+    WHERE topic = ? AND partition = ?)";
 /// What became of each event id (priced rows come from a view over the events table).
 pub const FATES_TABLE: &str = "usage_event_fates";
 /// `usage_event_fates.fate` values written here (Enum8).
@@ -349,6 +352,8 @@ struct RangeRead {
 struct FenceRead {
     claimed: u64,
     done: u64,
+    /// Correction rows stored under the epoch's corrections token (0 when not asked).
+    corrections: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -640,41 +645,72 @@ impl ClickHouseStore {
         .await
     }
 
-    /// The fence and the marker check that precede every row or marker write.
+    /// The fence and the marker check that precede every row or marker write, in one
+    /// request. With `corrections_token`, correction rows already stored under it also
+    /// count as complete (a retried corrections step).
     async fn verify(
         &self,
         topic: &str,
         partition: i32,
-        start: i64,
-        end: i64,
+        (start, end): (i64, i64),
         generation: u64,
+        corrections_token: Option<&str>,
     ) -> anyhow::Result<Written> {
+        // The corrections count scans that table's `run_id`s, so it is asked only by the
+        // (rare) epochs that carry corrections.
+        let corrections = if corrections_token.is_some() {
+            "toUInt64((SELECT count() FROM usage_cost_corrections WHERE run_id = ?))"
+        } else {
+            "toUInt64(0)"
+        };
+        let mut query = self
+            .client
+            .query(&format!(
+                "SELECT \
+                 toUInt64(ifNull((SELECT max(generation) FROM ingest_positions WHERE topic = ? AND partition = ?), 0)) AS claimed, \
+                 toUInt64(ifNull((SELECT count() FROM ingest_epochs_done WHERE topic = ? AND partition = ? \
+                  AND start_offset = ? AND end_offset = ?), 0)) AS done, \
+                 {corrections} AS corrections"
+            ))
+            .bind(topic)
+            .bind(partition)
+            .bind(topic)
+            .bind(partition)
+            .bind(start)
+            .bind(end);
+        if let Some(token) = corrections_token {
+            query = query.bind(token);
+        }
         let read = self
             .timed(
                 "checking the fence and the marker",
-                self.client
-                    .query(
-                        "SELECT \
-                         toUInt64(ifNull((SELECT max(generation) FROM ingest_positions WHERE topic = ? AND partition = ?), 0)) AS claimed, \
-                         toUInt64(ifNull((SELECT count() FROM ingest_epochs_done WHERE topic = ? AND partition = ? \
-                          AND start_offset = ? AND end_offset = ?), 0)) AS done",
-                    )
-                    .bind(topic)
-                    .bind(partition)
-                    .bind(topic)
-                    .bind(partition)
-                    .bind(start)
-                    .bind(end)
-                    .fetch_one::<FenceRead>(),
+                query.fetch_one::<FenceRead>(),
             )
             .await?;
         Ok(if read.claimed > generation {
             Written::Fenced
-        } else if read.done > 0 {
+        } else if read.done > 0 || read.corrections > 0 {
             Written::AlreadyComplete
         } else {
             Written::Now
         })
+    }
+
+    /// [`Self::verify`] for a sealed epoch.
+    async fn verify_epoch(
+        &self,
+        epoch: &SealedEpoch,
+        generation: u64,
+        corrections_token: Option<&str>,
+    ) -> anyhow::Result<Written> {
+        self.verify(
+            &epoch.topic,
+            epoch.partition,
+            (epoch.start_offset, epoch.end_offset),
+            generation,
+            corrections_token,
+        )
+        .await
     }
 
     /// Fenced and verified: the marker of an epoch without rows.
@@ -683,9 +719,9 @@ impl ClickHouseStore {
             .verify(
                 topic,
                 done.partition,
-                done.start_offset,
-                done.end_offset,
+                (done.start_offset, done.end_offset),
                 done.generation,
+                None,
             )
             .await?;
         if verdict != Written::Now {
@@ -717,15 +753,7 @@ impl ClickHouseStore {
         token: &str,
         generation: u64,
     ) -> anyhow::Result<Written> {
-        let verdict = self
-            .verify(
-                &epoch.topic,
-                epoch.partition,
-                epoch.start_offset,
-                epoch.end_offset,
-                generation,
-            )
-            .await?;
+        let verdict = self.verify_epoch(epoch, generation, None).await?;
         if verdict != Written::Now {
             return Ok(verdict);
         }
@@ -757,29 +785,12 @@ impl ClickHouseStore {
         token: &str,
         generation: u64,
     ) -> anyhow::Result<Written> {
-        let verdict = self
-            .verify(
-                &epoch.topic,
-                epoch.partition,
-                epoch.start_offset,
-                epoch.end_offset,
-                generation,
-            )
-            .await?;
-        if verdict != Written::Now || epoch.corrections.is_empty() {
-            return Ok(verdict);
+        if epoch.corrections.is_empty() {
+            return self.verify_epoch(epoch, generation, None).await;
         }
-        let stored = self
-            .timed(
-                "checking stored corrections",
-                self.client
-                    .query("SELECT count() FROM usage_cost_corrections WHERE run_id = ?")
-                    .bind(token)
-                    .fetch_one::<u64>(),
-            )
-            .await?;
-        if stored > 0 {
-            return Ok(Written::AlreadyComplete);
+        let verdict = self.verify_epoch(epoch, generation, Some(token)).await?;
+        if verdict != Written::Now {
+            return Ok(verdict);
         }
         let now = Utc::now();
         let mut insert = self
@@ -940,6 +951,8 @@ impl ClickHouseStore {
                     ))
                     .bind(topic)
                     .bind(partition)
+                    .bind(topic)
+                    .bind(partition)
                     .bind(since_ms.max(0))
                     .fetch_all::<CorrectedRead>(),
             )
@@ -1025,6 +1038,8 @@ impl ClickHouseStore {
                 .bind(topic)
                 .bind(partition)
                 .bind((since_ms / 1000).max(0))
+                .bind(topic)
+                .bind(partition)
                 .bind(topic)
                 .bind(partition)
                 .bind((since_ms / 1000).max(0))
