@@ -657,9 +657,9 @@ impl ClickHouseStore {
         corrections_token: Option<&str>,
     ) -> anyhow::Result<Written> {
         // The corrections count scans that table's `run_id`s, so it is asked only by the
-        // (rare) epochs that carry corrections.
+        // (rare) epochs that carry corrections. A scalar subquery is Nullable, hence `ifNull`.
         let corrections = if corrections_token.is_some() {
-            "toUInt64((SELECT count() FROM usage_cost_corrections WHERE run_id = ?))"
+            "toUInt64(ifNull((SELECT count() FROM usage_cost_corrections WHERE run_id = ?), 0))"
         } else {
             "toUInt64(0)"
         };
