@@ -24,6 +24,27 @@ use crate::core::table::BudgetTable;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a caught-up follower re-checks that it is still at the end.
 const RECHECK: Duration = Duration::from_secs(1);
+/// Default longest wait the broker may hold a fetch that has no new record
+/// (`fetch.wait.max.ms`), in milliseconds.
+pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 50;
+
+/// How the follower's consumer asks the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowOptions {
+    /// librdkafka's `fetch.wait.max.ms`. Real Kafka answers a fetch as soon as a record
+    /// arrives, so there this only sets how often an idle follower asks. tansu answers only
+    /// at points of its polling loop, which follow this wait, so librdkafka's default of
+    /// 500 ms adds ~120 ms at p50 to every control record (`gateway/BENCHMARKS.md`).
+    pub fetch_wait_max_ms: u32,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        Self {
+            fetch_wait_max_ms: DEFAULT_FETCH_WAIT_MAX_MS,
+        }
+    }
+}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -33,7 +54,11 @@ fn now_ms() -> i64 {
 
 /// A consumer assigned every partition of `topic` from the beginning, and the high
 /// watermark of each at that moment.
-fn open(brokers: &str, topic: &str) -> anyhow::Result<(BaseConsumer, Vec<(i32, i64)>)> {
+fn open(
+    brokers: &str,
+    topic: &str,
+    options: FollowOptions,
+) -> anyhow::Result<(BaseConsumer, Vec<(i32, i64)>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
@@ -42,6 +67,7 @@ fn open(brokers: &str, topic: &str) -> anyhow::Result<(BaseConsumer, Vec<(i32, i
         )
         .set("enable.auto.commit", "false")
         .set("socket.timeout.ms", "10000")
+        .set("fetch.wait.max.ms", options.fetch_wait_max_ms.to_string())
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let partitions: Vec<i32> = metadata
@@ -140,8 +166,8 @@ impl Follower {
     }
 
     /// Reads until every partition's position reaches its target; then follows.
-    fn run(&self, brokers: &str, topic: &str) -> anyhow::Result<()> {
-        let (consumer, mut targets) = open(brokers, topic)?;
+    fn run(&self, brokers: &str, topic: &str, options: FollowOptions) -> anyhow::Result<()> {
+        let (consumer, mut targets) = open(brokers, topic, options)?;
         let codec = ControlCodec::current();
         let mut positions: Vec<(i32, i64)> = targets.iter().map(|&(p, _)| (p, 0)).collect();
         let mut last_check = Instant::now();
@@ -186,8 +212,13 @@ impl Follower {
 
 /// Starts following `topic` on a background thread; reconnects with backoff (0.1 s doubling
 /// to 10 s) on any broker error, reading the topic again from the beginning (applying is
-/// idempotent, so the table stays right meanwhile).
+/// idempotent, so the table stays right meanwhile). With the default [`FollowOptions`].
 pub fn follow(brokers: &str, topic: &str) -> anyhow::Result<Follower> {
+    follow_with(brokers, topic, FollowOptions::default())
+}
+
+/// [`follow`] with the consumer's settings chosen by the caller.
+pub fn follow_with(brokers: &str, topic: &str, options: FollowOptions) -> anyhow::Result<Follower> {
     let follower = Follower::default();
     let shared = follower.clone();
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
@@ -196,7 +227,7 @@ pub fn follow(brokers: &str, topic: &str) -> anyhow::Result<Follower> {
         .spawn(move || {
             let mut backoff = Duration::from_millis(100);
             loop {
-                if let Err(e) = shared.run(&brokers, &topic) {
+                if let Err(e) = shared.run(&brokers, &topic, options) {
                     tracing::warn!(
                         error = format!("{e:#}"),
                         topic,
@@ -217,7 +248,7 @@ pub fn read_all(
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<BudgetControl>> {
-    let (consumer, targets) = open(brokers, topic)?;
+    let (consumer, targets) = open(brokers, topic, FollowOptions::default())?;
     let codec = ControlCodec::current();
     let mut positions: Vec<(i32, i64)> = targets.iter().map(|&(p, _)| (p, 0)).collect();
     let mut out = Vec::new();

@@ -16,4 +16,4 @@ pub use crate::core::reserve::{Denied, Ledger, LedgerConfig, Reservation};
 pub use crate::core::staleness::{Freshness, StalePolicy, Staleness};
 pub use crate::core::state::{ControlState, Dimension, RequestContext, Scope};
 pub use crate::core::table::BudgetTable;
-pub use follower::{follow, read_all, Follower};
+pub use follower::{follow, follow_with, read_all, FollowOptions, Follower};

@@ -37,7 +37,13 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Catalog::from_path(path)?,
         None => Catalog::builtin(),
     };
-    let follower = costpipe_gateway::follow(&cli.kafka.brokers, &cli.gateway.control_topic)?;
+    let follower = costpipe_gateway::follow_with(
+        &cli.kafka.brokers,
+        &cli.gateway.control_topic,
+        costpipe_gateway::FollowOptions {
+            fetch_wait_max_ms: cli.gateway.control_fetch_wait_ms,
+        },
+    )?;
     let emitter = Emitter::new(EmitterConfig::new(
         cli.kafka.brokers.clone(),
         cli.gateway.usage_topic.clone(),

@@ -74,6 +74,15 @@ pub struct GatewayConfig {
         default_value = "costpipe.control.v1"
     )]
     pub control_topic: String,
+    /// Longest wait the broker may hold the control follower's fetch when there is no new
+    /// record (librdkafka's `fetch.wait.max.ms`), in milliseconds. Kafka answers as soon as
+    /// a record arrives; tansu only at points of a polling loop that follows this wait.
+    #[arg(
+        long,
+        env = "COSTPIPE_GATEWAY_CONTROL_FETCH_WAIT_MS",
+        default_value_t = crate::follower::DEFAULT_FETCH_WAIT_MAX_MS
+    )]
+    pub control_fetch_wait_ms: u32,
     /// Usage topic the usage events go to.
     #[arg(
         long,
