@@ -13,8 +13,8 @@
 //!   Probe `i` goes to budget `i % B`, so each budget's four probes are spread over the run.
 //! - **Timing:** a probe's production time is the wall clock just before `send`, also set as
 //!   the record's timestamp. Control-topic consumers (one per `--control-fetch-wait-ms`
-//!   value; librdkafka's default 500 ms is what the gateway follower uses) note the wall clock
-//!   when they receive the record naming the probe. The record itself carries when the
+//!   value; 50 ms is the gateway follower's default, librdkafka's 500 ms its earlier one)
+//!   note the wall clock when they receive the record naming the probe. The record itself carries when the
 //!   aggregator decided (`decided_at`) and, as its Kafka timestamp, when the aggregator's
 //!   control producer was handed it, which splits the delay into its hops.
 //! - **The Kafka floor:** a plain consumer of the usage topic, set up as the aggregator's own
@@ -80,8 +80,9 @@ pub struct ControlLatencyArgs {
     #[arg(long, default_value_t = 8)]
     partitions: i32,
     /// `fetch.wait.max.ms` of the control-topic consumers: one consumer per value, all in the
-    /// same run. 500 is librdkafka's default, which the gateway follower uses.
-    #[arg(long, value_delimiter = ',', default_value = "500,10")]
+    /// same run. 50 is the gateway follower's default, 500 librdkafka's (the follower's
+    /// before it had a setting).
+    #[arg(long, value_delimiter = ',', default_value = "500,50,10")]
     control_fetch_wait_ms: Vec<u32>,
     /// `fetch.wait.max.ms` of the usage-topic floor consumers, one per value (500: the
     /// aggregator's, which leaves it at librdkafka's default; empty: none).
