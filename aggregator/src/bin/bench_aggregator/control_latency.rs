@@ -14,9 +14,9 @@
 //! - **Timing:** a probe's production time is the wall clock just before `send`, also set as
 //!   the record's timestamp. Control-topic consumers (one per `--control-fetch-wait-ms`
 //!   value; 50 ms is the gateway follower's default, librdkafka's 500 ms its earlier one)
-//!   note the wall clock when they receive the record naming the probe. The record itself carries when the
-//!   aggregator decided (`decided_at`) and, as its Kafka timestamp, when the aggregator's
-//!   control producer was handed it, which splits the delay into its hops.
+//!   note the wall clock when they receive the record naming the probe. The record itself
+//!   carries when the aggregator decided (`decided_at`) and, as its Kafka timestamp, when the
+//!   aggregator's control producer was handed it, which splits the delay into its hops.
 //! - **The Kafka floor:** a plain consumer of the usage topic, set up as the aggregator's own
 //!   (`fetch.queue.backoff.ms=10`, default fetch wait), times the probes' first hop alone.
 //!   Probes carry a header so that it does not decode the background.
