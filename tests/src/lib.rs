@@ -206,6 +206,10 @@ impl Service {
             .env("COSTPIPE_GROUP_ID", &names.group)
             .env("COSTPIPE_SESSION_TIMEOUT_MS", "6000")
             .env("COSTPIPE_BUDGET_LIMITS", budget_limits)
+            // Tests send a handful of events and then wait for their rows, so small epochs
+            // are not held for more records (up to 5 s each time); `restart.rs` turns the
+            // hold on under kills, and the core's simulation draws it at random.
+            .env("COSTPIPE_EPOCH_MIN_RECORDS", "0")
             .env(
                 "COSTPIPE_AGGREGATOR_METRICS_ADDR",
                 format!("127.0.0.1:{port}"),

@@ -37,10 +37,13 @@ async fn a_million_events_survive_twenty_sigkills_exactly_once() {
     .await
     .expect("topics");
 
-    // Epochs of a few thousand records, so that kills land between intent and rows too.
+    // Epochs of a few thousand records, so that kills land between intent and rows too;
+    // epochs under 1,000 records are held for more, as in production (there up to 5 s).
     let settings = [
         ("COSTPIPE_EPOCH_MAX_RECORDS", "5000"),
         ("COSTPIPE_EPOCH_MAX_AGE_MS", "200"),
+        ("COSTPIPE_EPOCH_MIN_RECORDS", "1000"),
+        ("COSTPIPE_EPOCH_MAX_HOLD_MS", "1000"),
         ("COSTPIPE_SESSION_TIMEOUT_MS", "3000"),
         ("RUST_LOG", "warn,costpipe_aggregator::kafka_source=info"),
     ];

@@ -108,6 +108,7 @@ fn main() {
                 max_records: usize::MAX,
                 max_age_ms: i64::MAX,
                 max_hold_ms: i64::MAX,
+                min_records: 0,
             },
         );
         p.assign(

@@ -61,6 +61,12 @@ pub struct EpochPolicy {
     /// otherwise, so holding it costs no freshness, and under load it makes fewer, larger
     /// inserts: ClickHouse's cost per event falls with the insert size (BENCHMARKS.md).
     pub max_hold_ms: i64,
+    /// An epoch past `max_age_ms` with fewer records than this is held too, up to
+    /// `max_hold_ms`, even when the writer is idle. Every insert has a fixed cost in the store
+    /// (about 75 ms of ClickHouse CPU for the events table and its views, whatever the row
+    /// count: `scripts/bench-clickhouse-cost`), and each partition makes its own inserts, so at
+    /// low rates small epochs would cost the store far more than their rows. 0 turns it off.
+    pub min_records: usize,
 }
 
 impl EpochPolicy {
@@ -73,7 +79,7 @@ impl EpochPolicy {
         writer_busy: bool,
     ) -> bool {
         let age = now_ms.saturating_sub(opened_at_ms);
-        let age_bound = if writer_busy {
+        let age_bound = if writer_busy || records < self.min_records {
             self.max_hold_ms.max(self.max_age_ms)
         } else {
             self.max_age_ms
@@ -88,6 +94,7 @@ impl Default for EpochPolicy {
             max_records: 50_000,
             max_age_ms: 1_000,
             max_hold_ms: 5_000,
+            min_records: 0,
         }
     }
 }
@@ -214,5 +221,59 @@ impl SealedEpoch {
     /// Records in the epoch.
     pub fn records(&self) -> usize {
         self.events.len() + self.dead_letters.len() + self.corrections.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EpochPolicy;
+
+    const POLICY: EpochPolicy = EpochPolicy {
+        max_records: 1_000,
+        max_age_ms: 1_000,
+        max_hold_ms: 5_000,
+        min_records: 100,
+    };
+
+    #[test]
+    fn an_epoch_with_enough_records_is_due_at_its_age_when_the_writer_is_idle() {
+        assert!(!POLICY.is_due(100, 0, 999, false));
+        assert!(POLICY.is_due(100, 0, 1_000, false));
+    }
+
+    #[test]
+    fn a_small_epoch_is_held_up_to_max_hold_even_when_the_writer_is_idle() {
+        assert!(!POLICY.is_due(99, 0, 1_000, false));
+        assert!(!POLICY.is_due(99, 0, 4_999, false));
+        assert!(POLICY.is_due(99, 0, 5_000, false));
+        assert!(POLICY.is_due(0, 0, 5_000, false), "an empty epoch ends too");
+    }
+
+    #[test]
+    fn a_busy_writer_holds_every_epoch_up_to_max_hold() {
+        assert!(!POLICY.is_due(500, 0, 4_999, true));
+        assert!(POLICY.is_due(500, 0, 5_000, true));
+    }
+
+    #[test]
+    fn a_full_epoch_is_due_at_once() {
+        assert!(POLICY.is_due(1_000, 0, 0, true));
+        let tiny = EpochPolicy {
+            max_records: 10,
+            ..POLICY
+        };
+        assert!(
+            tiny.is_due(10, 0, 0, false),
+            "full below min_records still seals"
+        );
+    }
+
+    #[test]
+    fn min_records_zero_keeps_the_age_bound() {
+        let off = EpochPolicy {
+            min_records: 0,
+            ..POLICY
+        };
+        assert!(off.is_due(1, 0, 1_000, false));
     }
 }

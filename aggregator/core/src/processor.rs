@@ -707,6 +707,7 @@ mod tests {
                 max_records: 3,
                 max_age_ms: 1000,
                 max_hold_ms: 5000,
+                min_records: 0,
             },
         )
     }

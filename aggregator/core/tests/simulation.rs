@@ -552,7 +552,7 @@ struct Instance {
     owned: BTreeMap<i32, Owned>,
 }
 
-fn new_processor(catalog: &Arc<Catalog>, rng: &mut StdRng) -> Processor {
+fn new_processor(catalog: &Arc<Catalog>, rng: &mut StdRng, min_records: usize) -> Processor {
     Processor::new(
         TOPIC,
         catalog.clone(),
@@ -561,6 +561,7 @@ fn new_processor(catalog: &Arc<Catalog>, rng: &mut StdRng) -> Processor {
             max_records: rng.random_range(1..6),
             max_age_ms: rng.random_range(5..50),
             max_hold_ms: rng.random_range(50..200),
+            min_records,
         },
     )
 }
@@ -576,6 +577,8 @@ struct World {
     log: Vec<String>,
     next_id: u128,
     seed: u64,
+    /// The epoch policy's `min_records` (0 in the named scenarios; drawn per random seed).
+    min_records: usize,
 }
 
 impl World {
@@ -597,6 +600,7 @@ impl World {
             log: Vec::new(),
             next_id: u128::from(seed) << 64,
             seed,
+            min_records: 0,
             rng,
         }
     }
@@ -717,7 +721,7 @@ impl World {
         let inst = &mut self.instances[i];
         let processor = inst
             .processor
-            .get_or_insert_with(|| new_processor(&self.catalog, &mut self.rng));
+            .get_or_insert_with(|| new_processor(&self.catalog, &mut self.rng, self.min_records));
         let now = self.store.now_ms;
         processor.assign_at(p, plan, RecentIds::restored_with_estimates(ids), now);
         for ((tenant, department, model, minute), amounts) in &minutes {
@@ -1095,6 +1099,7 @@ fn run_seed(seed: u64) -> World {
         fail_before: rng.random_range(0.0..0.15),
         fail_after: rng.random_range(0.0..0.1),
     };
+    w.min_records = rng.random_range(0..4);
     for i in 0..instances {
         w.take_up_assigned(i);
     }

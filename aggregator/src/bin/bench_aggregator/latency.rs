@@ -23,7 +23,7 @@ use costpipe_schemas::{UsageCodec, UsageEvent};
 
 use super::{
     ch_client, cpu_seconds, http_get, metric, partitions_of, percentile, short_id, sibling_binary,
-    wall_ms, Aggregator, Common,
+    stack_pid, wall_ms, Aggregator, Common,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -55,6 +55,9 @@ pub struct LatencyArgs {
     /// Keep the database (dropped by default).
     #[arg(long)]
     keep_db: bool,
+    /// Extra environment for the aggregator, `NAME=value` (its settings under test).
+    #[arg(long = "env")]
+    env: Vec<String>,
 }
 
 #[derive(Row, Deserialize)]
@@ -97,7 +100,14 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
         }],
     )
     .await?;
-    let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &[])?;
+    let extra: Vec<(String, String)> = a
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &extra)?;
+    let ch_pid = stack_pid(&common.stack_dir, "clickhouse");
     // Wait for every partition to be taken up.
     let started = Instant::now();
     loop {
@@ -257,6 +267,7 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
     let mut deliveries = Vec::with_capacity(total as usize);
     let t0 = Instant::now();
     let mut cpu_start = None;
+    let mut ch_cpu_start = None;
     let bar = Progress::over_time(
         Duration::from_secs(a.warmup_s + a.seconds),
         &format!("producing {}/s", a.rate),
@@ -269,6 +280,7 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
         }
         if i == warmup {
             cpu_start = cpu_seconds(agg.pid());
+            ch_cpu_start = ch_pid.and_then(cpu_seconds);
         }
         let tenant = (i as usize) % a.tenants;
         let at = wall_ms();
@@ -303,6 +315,7 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
     bar.clear();
     let produce_s = t0.elapsed().as_secs_f64();
     let cpu_end = cpu_seconds(agg.pid());
+    let ch_cpu_end = ch_pid.and_then(cpu_seconds);
     let mut failed = 0;
     for d in deliveries {
         if !matches!(d.await, Ok(Ok(_))) {
@@ -410,10 +423,17 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
             (e - s) * 1e6 / (a.rate * a.seconds) as f64
         );
     }
+    if let (Some(s), Some(e)) = (ch_cpu_start, ch_cpu_end) {
+        println!(
+            "ClickHouse CPU during the measured phase: {:.1} % of a core",
+            (e - s) / a.seconds as f64 * 100.0
+        );
+    }
     println!(
-        "epochs written {}, time inside writes {:.1}s, database {database}, topic {topic}",
+        "epochs written {}, time inside writes {:.1}s, aggregator env {:?}, database {database}, topic {topic}",
         metric(&metrics, "epochs_written_total").unwrap_or(f64::NAN),
         metric(&metrics, "flush_seconds_total").unwrap_or(f64::NAN),
+        a.env,
     );
     Ok(())
 }

@@ -903,12 +903,17 @@ fn bench_budgets(n: usize, shape: BudgetShape) -> Vec<serde_json::Value> {
 async fn aggregator_round(common: &Common, a: &AggArgs) -> anyhow::Result<AggResult> {
     let bin = sibling_binary("costpipe-aggregator", &a.aggregator_bin)?;
     let database = format!("bench_agg_{}", short_id());
-    let mut extra: Vec<(String, String)> = a
-        .env
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    // The topic's last epochs are small; held for more records that never come, they would
+    // land up to COSTPIPE_EPOCH_MAX_HOLD_MS late and stretch "first row to last", which is
+    // about the steady rate, not the tail. `--env COSTPIPE_EPOCH_MIN_RECORDS=n` overrides.
+    let mut extra: Vec<(String, String)> =
+        vec![("COSTPIPE_EPOCH_MIN_RECORDS".to_string(), "0".to_string())];
+    extra.extend(
+        a.env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let budgets_file =
         (a.budgets > 0).then(|| std::env::temp_dir().join(format!("{database}-budgets.json")));
     if let Some(path) = &budgets_file {
@@ -1349,6 +1354,7 @@ async fn restore(common: &Common, a: &RestoreArgs) -> anyhow::Result<()> {
                 max_records: 50_000,
                 max_age_ms: 1_000,
                 max_hold_ms: 5_000,
+                min_records: 0,
             },
         );
         let t = Instant::now();
