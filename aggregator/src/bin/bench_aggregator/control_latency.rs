@@ -42,9 +42,9 @@ use costpipe_progress::Progress;
 use costpipe_schemas::{ControlCodec, UsageCodec, UsageEvent};
 
 use super::{
-    bench_budgets, ch_client, cpu_seconds, delete_topics, metric, partitions_of, percentile,
-    short_id, sibling_binary, stack_pid, wall_ms, Aggregator, BudgetShape, Common, DEPARTMENTS,
-    FEATURES, TENANTS,
+    bench_budgets, ch_client, cpu_seconds, delete_topics, env_pairs, metric, partitions_of,
+    percentile, short_id, sibling_binary, stack_pid, wall_ms, Aggregator, BudgetShape, Common,
+    DEPARTMENTS, FEATURES, TENANTS,
 };
 
 /// Probes a probe budget takes: one per rung.
@@ -487,12 +487,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         }],
     )
     .await?;
-    let mut extra: Vec<(String, String)> = a
-        .env
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut extra = env_pairs(&a.env);
     extra.push((
         "COSTPIPE_BUDGETS_FILE".into(),
         budgets_file.display().to_string(),

@@ -22,8 +22,8 @@ use costpipe_progress::Progress;
 use costpipe_schemas::{UsageCodec, UsageEvent};
 
 use super::{
-    ch_client, cpu_seconds, http_get, metric, partitions_of, percentile, short_id, sibling_binary,
-    stack_pid, wall_ms, Aggregator, Common,
+    ch_client, cpu_seconds, env_pairs, http_get, metric, partitions_of, percentile, short_id,
+    sibling_binary, stack_pid, wall_ms, Aggregator, Common,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -100,13 +100,7 @@ pub async fn latency(common: &Common, a: &LatencyArgs) -> anyhow::Result<()> {
         }],
     )
     .await?;
-    let extra: Vec<(String, String)> = a
-        .env
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &extra)?;
+    let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &env_pairs(&a.env))?;
     let ch_pid = stack_pid(&common.stack_dir, "clickhouse");
     // Wait for every partition to be taken up.
     let started = Instant::now();

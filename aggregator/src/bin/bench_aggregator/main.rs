@@ -275,6 +275,15 @@ fn wall_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `--env NAME=value` arguments as pairs for [`Aggregator::spawn`] (an entry without `=` is
+/// skipped).
+fn env_pairs(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn short_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
 }
@@ -908,12 +917,7 @@ async fn aggregator_round(common: &Common, a: &AggArgs) -> anyhow::Result<AggRes
     // about the steady rate, not the tail. `--env COSTPIPE_EPOCH_MIN_RECORDS=n` overrides.
     let mut extra: Vec<(String, String)> =
         vec![("COSTPIPE_EPOCH_MIN_RECORDS".to_string(), "0".to_string())];
-    extra.extend(
-        a.env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+    extra.extend(env_pairs(&a.env));
     let budgets_file =
         (a.budgets > 0).then(|| std::env::temp_dir().join(format!("{database}-budgets.json")));
     if let Some(path) = &budgets_file {
