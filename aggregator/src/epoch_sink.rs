@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use costpipe_aggregator_core::metrics::EpochTally;
 use costpipe_aggregator_core::stores::Written;
@@ -50,6 +50,9 @@ pub enum SinkReport {
 /// An epoch waiting in the sink: the write, the catalog it was priced with (its rates put
 /// the tally into USD), and its records' room.
 type Queued = (EpochWrite, Arc<Catalog>, OwnedSemaphorePermit);
+
+/// A sealed epoch the sink had no room for yet, with the catalog it was priced with.
+pub type Held = (EpochWrite, Arc<Catalog>);
 
 /// The run loop's end of the sink.
 pub struct EpochSink {
@@ -97,6 +100,28 @@ impl EpochSink {
         self.queue
             .send((write, catalog, permit))
             .map_err(|_| anyhow::anyhow!("the epoch sink task stopped"))
+    }
+
+    /// Queues an epoch if its records fit now; gives it back when they do not (the caller
+    /// keeps it and pauses consumption, instead of waiting: the run loop must go on serving
+    /// budgets and the live view while ClickHouse is slow or down).
+    pub fn try_send(
+        &self,
+        write: EpochWrite,
+        catalog: Arc<Catalog>,
+    ) -> anyhow::Result<Option<Held>> {
+        let records = u32::try_from(write.epoch().records())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_pending);
+        let permit = match self.pending.clone().try_acquire_many_owned(records) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => return Ok(Some((write, catalog))),
+            Err(TryAcquireError::Closed) => anyhow::bail!("the epoch sink is closed"),
+        };
+        self.queue
+            .send((write, catalog, permit))
+            .map_err(|_| anyhow::anyhow!("the epoch sink task stopped"))?;
+        Ok(None)
     }
 
     /// Records that can still be queued without waiting.

@@ -5,7 +5,10 @@
 //! Records are decoded, priced, deduplicated and added to the windows by the core as they
 //! arrive. Sealed epochs go to the [`EpochSink`] task, which writes them (dead letters →
 //! intent → fenced rows → commit) while consumption goes on; its bounded queue is the
-//! backpressure during a ClickHouse outage. Budgets are updated from memory by every
+//! backpressure during a ClickHouse outage or a slow insert. A sealed epoch the queue has no
+//! room for is held here and the assigned partitions are paused (the loop keeps polling, so
+//! the group membership, rebalances, the live view and the budgets' tick go on); they resume
+//! once every held epoch is queued. Budgets are updated from memory by every
 //! accepted event and re-evaluated on a tick (rollovers); their control records go to the
 //! control publisher task (`budget_shell`), which publishes them in order and records them
 //! in ClickHouse.
@@ -32,7 +35,7 @@ use crate::budget_shell::BudgetShell;
 use crate::catalog_reload::{CatalogWatcher, ReloadOutcome};
 use crate::clickhouse_store::ClickHouseStore;
 use crate::config::AggregatorConfig;
-use crate::epoch_sink::{EpochSink, SinkReport};
+use crate::epoch_sink::{EpochSink, Held, SinkReport};
 use crate::kafka_sinks;
 use crate::kafka_source::{self, PartitionChange, RestoreSettings, UsageConsumer};
 use crate::live::{LiveReply, LiveRequest};
@@ -68,6 +71,10 @@ pub struct Pipeline {
     generations: std::collections::BTreeMap<i32, u64>,
     live: mpsc::Receiver<LiveRequest>,
     owner: String,
+    /// Sealed epochs the sink had no room for yet, in the order they were sealed.
+    held: std::collections::VecDeque<Held>,
+    /// Whether the assigned partitions are paused because epochs are held.
+    paused: bool,
 }
 
 impl Pipeline {
@@ -157,6 +164,8 @@ impl Pipeline {
             generations: Default::default(),
             owner: config_owner,
             live,
+            held: Default::default(),
+            paused: false,
         })
     }
 
@@ -191,7 +200,10 @@ impl Pipeline {
                     self.metrics.sink_pending_records.set(sink.pending() as i64);
                     self.budgets.on_tick(&mut self.processor, &self.store, now_ms()).await;
                 }
-                Some(report) = reports.recv() => self.handle_report(report).await,
+                Some(report) = reports.recv() => {
+                    self.handle_report(report).await;
+                    self.offer_held(&sink)?;
+                }
                 Some(request) = self.live.recv() => self.answer_live(request).await,
                 msg = consumer.recv() => {
                     // Records already fetched are taken without another turn of the select
@@ -245,6 +257,9 @@ impl Pipeline {
         tracing::info!("shutting down: writing open epochs");
         self.apply_partition_changes().await;
         self.seal_and_send(&sink, true).await?;
+        while let Some((write, catalog)) = self.held.pop_front() {
+            sink.send(write, catalog).await?;
+        }
         drop(sink);
         while let Some(report) = reports.recv().await {
             self.handle_report(report).await;
@@ -254,8 +269,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Seals due (or, with `all`, every) epochs and queues them for the sink, waiting while
-    /// its queue is full.
+    /// Seals due (or, with `all`, every) epochs and queues them for the sink; those it has no
+    /// room for are held, and consumption paused, until it has.
     async fn seal_and_send(&mut self, sink: &EpochSink, all: bool) -> anyhow::Result<()> {
         let now = now_ms();
         let sealed = if all {
@@ -276,12 +291,53 @@ impl Pipeline {
             };
             // Catalogs are swapped only after every open epoch was sealed, so the one in force
             // now priced this epoch.
-            sink.send(
+            self.held.push_back((
                 EpochWrite::new(epoch, generation, retry),
                 self.catalog.clone(),
-            )
-            .await?;
+            ));
         }
+        self.offer_held(sink)
+    }
+
+    /// Queues held epochs, oldest first, while the sink has room (a partition's epochs stay in
+    /// order); pauses the assigned partitions while any is left, resumes them when none is.
+    fn offer_held(&mut self, sink: &EpochSink) -> anyhow::Result<()> {
+        while let Some((write, catalog)) = self.held.pop_front() {
+            if let Some(back) = sink.try_send(write, catalog)? {
+                self.held.push_front(back);
+                break;
+            }
+        }
+        let pause = !self.held.is_empty();
+        // Re-paused on every offer while held: a partition assigned meanwhile is paused too.
+        if pause || self.paused {
+            match self.consumer.assignment() {
+                Ok(assigned) => {
+                    let done = if pause {
+                        self.consumer.pause(&assigned)
+                    } else {
+                        self.consumer.resume(&assigned)
+                    };
+                    match done {
+                        Ok(()) => {
+                            if pause != self.paused {
+                                tracing::debug!(
+                                    paused = pause,
+                                    held = self.held.len(),
+                                    "consumption"
+                                );
+                            }
+                            self.paused = pause;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, paused = pause, "pausing or resuming consumption")
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the assignment"),
+            }
+        }
+        self.metrics.consumption_paused.set(i64::from(self.paused));
         Ok(())
     }
 

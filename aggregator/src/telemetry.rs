@@ -203,6 +203,7 @@ pub struct Metrics {
     pub records_consumed: Counter,
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub sink_pending_records: Gauge,
+    pub consumption_paused: Gauge,
     pub registry: Arc<Registry>,
 }
 
@@ -243,6 +244,7 @@ impl Metrics {
             records_consumed: Counter::default(),
             consumer_lag: Family::default(),
             sink_pending_records: Gauge::default(),
+            consumption_paused: Gauge::default(),
             registry: Arc::new(Registry::default()),
         };
         root.register(
@@ -381,6 +383,11 @@ impl Metrics {
             "sink_pending_records",
             "Records sealed and waiting to be written (consumption pauses at COSTPIPE_SINK_MAX_PENDING_RECORDS)",
             m.sink_pending_records.clone(),
+        );
+        agg.register(
+            "consumption_paused",
+            "1 while the assigned partitions are paused because sealed epochs wait for room in the sink (a slow or unavailable ClickHouse), else 0",
+            m.consumption_paused.clone(),
         );
         Metrics {
             registry: Arc::new(root),

@@ -1,6 +1,8 @@
 //! ClickHouse unreachable for 60 s in the middle of a 200,000-event stream: nothing is lost,
 //! nothing is counted twice, and the aggregator rides it out (retrying with backoff) instead
-//! of exiting.
+//! of exiting. Its sink holds at most 20,000 records, so the outage fills it: consumption
+//! pauses (the `consumption_paused` gauge), and meanwhile the live view still answers, since
+//! the run loop waits for no one.
 //!
 //! The aggregator reaches ClickHouse through a TCP proxy (`costpipe_e2e::proxy`): cutting the
 //! proxy resets its connections and refuses new ones, which is what a stopped server looks like
@@ -23,6 +25,18 @@ use costpipe_kafka::{ensure_topics, TopicSpec};
 const EVENTS: usize = 200_000;
 const PARTITIONS: i32 = 2;
 const OUTAGE: Duration = Duration::from_secs(60);
+
+/// The value of an unlabelled metric the aggregator serves on `port`.
+async fn metric(port: u16, name: &str) -> Option<u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
@@ -56,6 +70,7 @@ async fn a_sixty_second_clickhouse_outage_loses_and_doubles_nothing() {
             ("COSTPIPE_CLICKHOUSE_URL", proxy_url.as_str()),
             ("COSTPIPE_EPOCH_MAX_RECORDS", "5000"),
             ("COSTPIPE_EPOCH_MAX_AGE_MS", "200"),
+            ("COSTPIPE_SINK_MAX_PENDING_RECORDS", "20000"),
         ],
     );
     wait_taken_up(&aggregator).await;
@@ -97,6 +112,29 @@ async fn a_sixty_second_clickhouse_outage_loses_and_doubles_nothing() {
         EVENTS as i64,
         "every event produced once"
     );
+    // The sink fills up (an epoch is at most 5,000 records): consumption pauses, and the run
+    // loop still serves the live view.
+    let port = aggregator.port;
+    wait_for("the sink full", Duration::from_secs(30), || async {
+        metric(port, "costpipe_aggregator_sink_pending_records")
+            .await
+            .filter(|&n| n > 15_000)
+    })
+    .await;
+    wait_for("consumption paused", Duration::from_secs(5), || async {
+        (metric(port, "costpipe_aggregator_consumption_paused").await == Some(1)).then_some(())
+    })
+    .await;
+    let tenant = &events[0].tenant_id;
+    let asked = Instant::now();
+    let live = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/live/tenants/{tenant}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the live view answers while consumption is paused");
+    assert_eq!(live.status().as_u16(), 200, "live view of {tenant}");
+    eprintln!("live view answered in {:?} while paused", asked.elapsed());
     // What reached ClickHouse before the cut has landed by now; nothing more may land while cut.
     let during = scalar(&stack, &count_sql).await.expect("count");
     tokio::time::sleep(OUTAGE.saturating_sub(cut_at.elapsed())).await;
@@ -119,6 +157,11 @@ async fn a_sixty_second_clickhouse_outage_loses_and_doubles_nothing() {
 
     wait_complete(&stack, &db, &names.usage, &ends, Duration::from_secs(120)).await;
     aggregator.assert_running();
+    assert_eq!(
+        metric(port, "costpipe_aggregator_consumption_paused").await,
+        Some(0),
+        "consumption resumed"
+    );
     eprintln!("complete at {:?} into the test", started.elapsed());
 
     assert_stored_exactly(&stack, &db, EVENTS, &expected, seed).await;
