@@ -20,6 +20,12 @@
 //! - **The Kafka floor:** a plain consumer of the usage topic, set up as the aggregator's own
 //!   (`fetch.queue.backoff.ms=10`, default fetch wait), times the probes' first hop alone.
 //!   Probes carry a header so that it does not decode the background.
+//! - **The relay floor** (`--relay-fetch-wait-ms`): the first floor consumer also re-produces
+//!   each probe at once to a relay topic, with the aggregator's control-producer settings, and
+//!   a consumer of that topic times it. That is both hops of a control record with no work
+//!   in between: what any aggregator on this broker and machine could do at best.
+//!   `--without-aggregator` runs the same load with no aggregator (nor ClickHouse work), to
+//!   tell the broker's share of the delay from the CPU the rest of the pipeline takes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -84,9 +90,10 @@ pub struct ControlLatencyArgs {
     /// before it had a setting).
     #[arg(long, value_delimiter = ',', default_value = "500,50,10")]
     control_fetch_wait_ms: Vec<u32>,
-    /// `fetch.wait.max.ms` of the usage-topic floor consumers, one per value (500: the
-    /// aggregator's, which leaves it at librdkafka's default; empty: none).
-    #[arg(long, value_delimiter = ',', default_value = "500")]
+    /// `fetch.wait.max.ms` of the usage-topic floor consumers, one per value (50: the
+    /// aggregator's default, `COSTPIPE_USAGE_FETCH_WAIT_MAX_MS`). Given with no value: none,
+    /// so that the broker serves the usage topic to the aggregator alone, as in production.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "50")]
     floor_fetch_wait_ms: Vec<u32>,
     /// Seconds to wait after the last probe for the control records still in flight.
     #[arg(long, default_value_t = 15)]
@@ -100,6 +107,13 @@ pub struct ControlLatencyArgs {
     /// Keep the database and the topics (dropped and deleted by default).
     #[arg(long)]
     keep: bool,
+    /// Relay each probe from the first floor consumer to a relay topic at once, and time it
+    /// there with a consumer with this `fetch.wait.max.ms` (the relay floor; off when unset).
+    #[arg(long)]
+    relay_fetch_wait_ms: Option<u32>,
+    /// Run no aggregator: only the background, the probes, the floor consumers and the relay.
+    #[arg(long)]
+    without_aggregator: bool,
 }
 
 /// One probe, as produced.
@@ -419,8 +433,78 @@ fn follow_controls(
     Ok(())
 }
 
-/// Follows the usage topic, noting when each probe (by its header) is received.
+/// The producer that relays probes: the aggregator's control-producer settings
+/// (`aggregator/src/kafka_sinks.rs`).
+fn relay_producer(brokers: &str) -> anyhow::Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()?)
+}
+
+/// Follows the usage topic, noting when each probe (by its header) is received; with
+/// `relay_to`, re-produces each probe's index to that topic at once.
 fn follow_probes(
+    brokers: &str,
+    topic: &str,
+    fetch_wait_ms: u32,
+    seen: &Mutex<HashMap<usize, f64>>,
+    relay_to: Option<&str>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let consumer = consumer_of(brokers, topic, fetch_wait_ms)?;
+    let relay = relay_to
+        .map(|t| relay_producer(brokers).map(|p| (p, t)))
+        .transpose()?;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some((producer, _)) = &relay {
+            producer.poll(Duration::ZERO);
+        }
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let Some(headers) = m.headers() else { continue };
+        let at = wall_ms();
+        for h in headers.iter() {
+            if h.key != PROBE_HEADER {
+                continue;
+            }
+            let Some(i) = h
+                .value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let first = {
+                let mut seen = lock(seen);
+                let first = !seen.contains_key(&i);
+                seen.entry(i).or_insert(at);
+                first
+            };
+            if let (true, Some((producer, relay_topic))) = (first, &relay) {
+                let index = i.to_string();
+                if let Err((e, _)) = producer.send(
+                    BaseRecord::<str, str>::to(relay_topic)
+                        .key(&index)
+                        .payload(&index),
+                ) {
+                    eprintln!("relaying probe {i}: {e}");
+                }
+                producer.poll(Duration::ZERO);
+            }
+        }
+    }
+    if let Some((producer, _)) = &relay {
+        let _ = producer.flush(Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+/// Follows the relay topic, noting when each relayed probe is received.
+fn follow_relay(
     brokers: &str,
     topic: &str,
     fetch_wait_ms: u32,
@@ -432,18 +516,13 @@ fn follow_probes(
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
             continue;
         };
-        let Some(headers) = m.headers() else { continue };
         let at = wall_ms();
-        for h in headers.iter() {
-            if h.key == PROBE_HEADER {
-                if let Some(i) = h
-                    .value
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse().ok())
-                {
-                    lock(seen).entry(i).or_insert(at);
-                }
-            }
+        if let Some(i) = m
+            .payload()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            lock(seen).entry(i).or_insert(at);
         }
     }
     Ok(())
@@ -478,50 +557,66 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
     let budgets_file = std::env::temp_dir().join(format!("{database}-budgets.json"));
     std::fs::write(&budgets_file, serde_json::to_vec(&budgets)?)?;
 
-    ensure_topics(
-        &common.brokers,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: a.partitions,
+    let relay_topic = format!("{database}.relay");
+    let mut topics = vec![TopicSpec {
+        name: topic.clone(),
+        partitions: a.partitions,
+        compacted: false,
+    }];
+    if a.relay_fetch_wait_ms.is_some() {
+        topics.push(TopicSpec {
+            name: relay_topic.clone(),
+            partitions: 1,
             compacted: false,
-        }],
-    )
-    .await?;
+        });
+    }
+    ensure_topics(&common.brokers, &topics).await?;
     let mut extra = env_pairs(&a.env);
     extra.push((
         "COSTPIPE_BUDGETS_FILE".into(),
         budgets_file.display().to_string(),
     ));
     let load_before = loadavg();
-    let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &extra)?;
-    let started = Instant::now();
-    loop {
-        agg.assert_running()?;
-        let m = agg.metrics();
-        if metric(&m, "assigned_partitions") == Some(a.partitions as f64)
-            && metric(&m, "budgets") == Some(budgets.len() as f64)
-        {
-            break;
+    let mut agg = if a.without_aggregator {
+        println!("no aggregator (--without-aggregator); load average {load_before}");
+        None
+    } else {
+        let mut agg = Aggregator::spawn(&bin, common, &topic, &database, &extra)?;
+        let started = Instant::now();
+        loop {
+            agg.assert_running()?;
+            let m = agg.metrics();
+            if metric(&m, "assigned_partitions") == Some(a.partitions as f64)
+                && metric(&m, "budgets") == Some(budgets.len() as f64)
+            {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(90),
+                "partitions or budgets not taken up after 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(90),
-            "partitions or budgets not taken up after 90 s"
+        println!(
+            "aggregator holds {} partitions and {} budgets ({probe_budget_n} probe budgets, limit {} {}) after {:.1}s; load average {load_before}",
+            a.partitions,
+            budgets.len(),
+            (priced.billing_cost * Decimal::from(RUNGS)).normalize(),
+            priced.billing_currency,
+            started.elapsed().as_secs_f64()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "aggregator holds {} partitions and {} budgets ({probe_budget_n} probe budgets, limit {} {}) after {:.1}s; load average {load_before}",
-        a.partitions,
-        budgets.len(),
-        (priced.billing_cost * Decimal::from(RUNGS)).normalize(),
-        priced.billing_currency,
-        started.elapsed().as_secs_f64()
-    );
+        Some(agg)
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut control_seen: Vec<(u32, SeenMap)> = Vec::new();
     let mut threads = Vec::new();
-    for &wait in &a.control_fetch_wait_ms {
+    let control_waits: &[u32] = if agg.is_some() {
+        &a.control_fetch_wait_ms
+    } else {
+        &[]
+    };
+    for &wait in control_waits {
         let seen: SeenMap = Default::default();
         control_seen.push((wait, seen.clone()));
         let (brokers, t, stop) = (common.brokers.clone(), control_topic.clone(), stop.clone());
@@ -530,14 +625,28 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         }));
     }
     let mut floor_seen: Vec<(u32, FloorMap)> = Vec::new();
-    for &wait in &a.floor_fetch_wait_ms {
+    for (k, &wait) in a.floor_fetch_wait_ms.iter().enumerate() {
         let seen: FloorMap = Default::default();
         floor_seen.push((wait, seen.clone()));
         let (brokers, t, stop) = (common.brokers.clone(), topic.clone(), stop.clone());
+        let relay_to = (k == 0 && a.relay_fetch_wait_ms.is_some()).then(|| relay_topic.clone());
         threads.push(std::thread::spawn(move || {
-            follow_probes(&brokers, &t, wait, &seen, &stop)
+            follow_probes(&brokers, &t, wait, &seen, relay_to.as_deref(), &stop)
         }));
     }
+    anyhow::ensure!(
+        a.relay_fetch_wait_ms.is_none() || !a.floor_fetch_wait_ms.is_empty(),
+        "--relay-fetch-wait-ms needs a floor consumer (--floor-fetch-wait-ms) to relay from"
+    );
+    let relay_seen: Option<(u32, FloorMap)> = a.relay_fetch_wait_ms.map(|wait| {
+        let seen: FloorMap = Default::default();
+        let (brokers, t, stop) = (common.brokers.clone(), relay_topic.clone(), stop.clone());
+        let thread_seen = seen.clone();
+        threads.push(std::thread::spawn(move || {
+            follow_relay(&brokers, &t, wait, &thread_seen, &stop)
+        }));
+        (wait, seen)
+    });
 
     let plan = ProducePlan {
         brokers: common.brokers.clone(),
@@ -548,7 +657,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         probes: probes_n,
         probe_budgets: probe_budget_n,
     };
-    let pid = agg.pid();
+    let pid = agg.as_ref().map(Aggregator::pid);
     let ch_pid = stack_pid(&common.stack_dir, "clickhouse");
     let broker_pid = stack_pid(&common.stack_dir, "kafka");
     let cpu_of = |p: Option<u32>| p.and_then(cpu_seconds);
@@ -561,7 +670,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
     // CPU over the measured phase (the warm-up is left out).
     tokio::time::sleep(Duration::from_secs(a.warmup_s)).await;
     let cpu0 = (
-        cpu_of(Some(pid)),
+        cpu_of(pid),
         cpu_of(ch_pid),
         cpu_of(broker_pid),
         cpu_of(self_pid),
@@ -570,7 +679,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
     let produced = producer.await??;
     bar.clear();
     let cpu1 = (
-        cpu_of(Some(pid)),
+        cpu_of(pid),
         cpu_of(ch_pid),
         cpu_of(broker_pid),
         cpu_of(self_pid),
@@ -584,18 +693,21 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         produced.background as f64 / produced.secs,
         produced.failed
     );
-    // Wait for the probes' control records (every consumer) or the drain time.
+    // Wait for the probes' control and relayed records (every consumer) or the drain time.
     let waited = Instant::now();
     loop {
         let all = control_seen
             .iter()
-            .all(|(_, s)| lock(s).len() >= produced.probes.len());
+            .all(|(_, s)| lock(s).len() >= produced.probes.len())
+            && relay_seen
+                .iter()
+                .all(|(_, s)| lock(s).len() >= produced.probes.len());
         if all || waited.elapsed() > Duration::from_secs(a.drain_s) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = agg.metrics();
+    let metrics = agg.as_ref().map(Aggregator::metrics);
     let stored = ch_client(&common.clickhouse_url)
         .query(&format!(
             "SELECT count() FROM {database}.usage_events_priced"
@@ -611,7 +723,9 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
             Ok(Ok(())) => {}
         }
     }
-    agg.stop().await;
+    if let Some(agg) = agg.take() {
+        agg.stop().await;
+    }
     if !a.keep {
         ch_client(&common.clickhouse_url)
             .query(&format!("DROP DATABASE IF EXISTS {database}"))
@@ -624,6 +738,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
                 control_topic.clone(),
                 format!("{database}.dlq"),
                 format!("{database}.budgets"),
+                relay_topic.clone(),
             ],
         )
         .await;
@@ -651,13 +766,15 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         share(delta(cpu0.2, cpu1.2)),
         share(delta(cpu0.3, cpu1.3)),
     );
-    println!(
-        "aggregator: epochs written {}, time inside writes {:.1}s, control records {}, aggregator env {:?}",
-        metric(&metrics, "epochs_written_total").unwrap_or(f64::NAN),
-        metric(&metrics, "flush_seconds_total").unwrap_or(f64::NAN),
-        metric(&metrics, "control_events_total").unwrap_or(f64::NAN),
-        a.env,
-    );
+    if let Some(metrics) = &metrics {
+        println!(
+            "aggregator: epochs written {}, time inside writes {:.1}s, control records {}, aggregator env {:?}",
+            metric(metrics, "epochs_written_total").unwrap_or(f64::NAN),
+            metric(metrics, "flush_seconds_total").unwrap_or(f64::NAN),
+            metric(metrics, "control_events_total").unwrap_or(f64::NAN),
+            a.env,
+        );
+    }
     let to_acked: Vec<f64> = produced
         .probes
         .iter()
@@ -687,6 +804,25 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
                     "probe production → received by a plain usage-topic consumer (fetch.wait.max.ms={wait})"
                 ),
                 to_floor,
+                n
+            )
+        );
+    }
+    if let Some((wait, seen)) = &relay_seen {
+        let relayed = lock(seen);
+        let to_relayed: Vec<f64> = produced
+            .probes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| relayed.get(&i).map(|at| at - p.produced_ms))
+            .collect();
+        println!(
+            "{}",
+            stats_line(
+                &format!(
+                    "probe production → relayed at once by the first floor consumer → received (fetch.wait.max.ms={wait}): the two hops of a control record, no work between"
+                ),
+                to_relayed,
                 n
             )
         );
