@@ -149,7 +149,7 @@ async fn run(
     // Partitions fenced off: their queued epochs are dropped unwritten.
     let mut fenced: std::collections::BTreeMap<i32, u64> = Default::default();
     // The permit is held until the epoch is done with, then frees its records' room.
-    while let Some((mut write, catalog, _permit)) = queue.recv().await {
+    while let Some((mut write, catalog, permit)) = queue.recv().await {
         let partition = write.epoch().partition;
         if fenced
             .get(&partition)
@@ -193,6 +193,9 @@ async fn run(
                 }
             }
         }
+        // The room is free before the report goes out, so that the run loop, offering its
+        // held epochs on the report, finds it.
+        drop(permit);
         if complete {
             let generation = write.generation();
             let seconds = started.elapsed().as_secs_f64();
