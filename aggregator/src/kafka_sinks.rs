@@ -21,14 +21,20 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// `delivery.timeout.ms`, which the aggregator always used).
 const DEAD_LETTER_DELIVERY_TIMEOUT_MS: u32 = 300_000;
 
-/// Idempotent producer of control records.
-pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    Ok(ClientConfig::new()
+/// The control producer's settings: idempotent, every replica's acknowledgement, 5 ms linger.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()?)
+        .set("linger.ms", "5");
+    config
+}
+
+/// Idempotent producer of control records.
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(producer_config(brokers).create()?)
 }
 
 /// The dead-letter producer: values over `max_value_bytes` are cut and flagged.

@@ -168,6 +168,31 @@ pub async fn metrics_text(port: u16) -> String {
         .expect("metrics text")
 }
 
+/// The value of the unlabelled metric `name` a service serves on `port` (None when it is
+/// not served, or the service does not answer).
+pub async fn metric_value(port: u16, name: &str) -> Option<u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The aggregator's live view of `tenant` (status and body), asked within `timeout`.
+pub async fn live_view(port: u16, tenant: &str, timeout: Duration) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/live/tenants/{tenant}"))
+        .timeout(timeout)
+        .send()
+        .await
+        .expect("live view answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// Waits until the minute rollup of `db` counts `n` events.
 pub async fn wait_event_count(stack: &Stack, db: &str, n: u64) {
     wait_scalar(

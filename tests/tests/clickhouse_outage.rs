@@ -26,18 +26,6 @@ const EVENTS: usize = 200_000;
 const PARTITIONS: i32 = 2;
 const OUTAGE: Duration = Duration::from_secs(60);
 
-/// The value of an unlabelled metric the aggregator serves on `port`.
-async fn metric(port: u16, name: &str) -> Option<u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn a_sixty_second_clickhouse_outage_loses_and_doubles_nothing() {
@@ -116,24 +104,23 @@ async fn a_sixty_second_clickhouse_outage_loses_and_doubles_nothing() {
     // loop still serves the live view.
     let port = aggregator.port;
     wait_for("the sink full", Duration::from_secs(30), || async {
-        metric(port, "costpipe_aggregator_sink_pending_records")
+        metric_value(port, "costpipe_aggregator_sink_pending_records")
             .await
             .filter(|&n| n > 15_000)
     })
     .await;
     wait_for("consumption paused", Duration::from_secs(5), || async {
-        (metric(port, "costpipe_aggregator_consumption_paused").await == Some(1)).then_some(())
+        (metric_value(port, "costpipe_aggregator_consumption_paused").await == Some(1))
+            .then_some(())
     })
     .await;
     let tenant = &events[0].tenant_id;
     let asked = Instant::now();
-    let live = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/v1/live/tenants/{tenant}"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .expect("the live view answers while consumption is paused");
-    assert_eq!(live.status().as_u16(), 200, "live view of {tenant}");
+    let (status, _) = live_view(port, tenant, Duration::from_secs(5)).await;
+    assert_eq!(
+        status, 200,
+        "live view of {tenant} while consumption is paused"
+    );
     eprintln!("live view answered in {:?} while paused", asked.elapsed());
     // What reached ClickHouse before the cut has landed by now; nothing more may land while cut.
     let during = scalar(&stack, &count_sql).await.expect("count");
@@ -158,7 +145,7 @@ async fn a_sixty_second_clickhouse_outage_loses_and_doubles_nothing() {
     wait_complete(&stack, &db, &names.usage, &ends, Duration::from_secs(120)).await;
     aggregator.assert_running();
     assert_eq!(
-        metric(port, "costpipe_aggregator_consumption_paused").await,
+        metric_value(port, "costpipe_aggregator_consumption_paused").await,
         Some(0),
         "consumption resumed"
     );

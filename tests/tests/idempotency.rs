@@ -12,17 +12,6 @@ use costpipe_ingest::{Emitter, EmitterConfig};
 use costpipe_kafka::{ensure_topics, TopicSpec};
 use costpipe_schemas::UsageEvent;
 
-async fn metric(port: u16, name: &str) -> Option<u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn a_replayed_batch_leaves_totals_unchanged() {
@@ -63,7 +52,8 @@ async fn a_replayed_batch_leaves_totals_unchanged() {
     wait_for("the first batch", Duration::from_secs(90), || {
         let (port, stack, db) = (aggregator.port, &stack, &db);
         async move {
-            let duplicates = metric(port, "costpipe_aggregator_events_duplicate_total").await?;
+            let duplicates =
+                metric_value(port, "costpipe_aggregator_events_duplicate_total").await?;
             let counted = scalar(
                 stack,
                 &format!("SELECT sum(events) FROM {db}.usage_cost_minute"),
@@ -85,7 +75,7 @@ async fn a_replayed_batch_leaves_totals_unchanged() {
         || {
             let port = aggregator.port;
             async move {
-                (metric(port, "costpipe_aggregator_events_duplicate_total").await? == 1001)
+                (metric_value(port, "costpipe_aggregator_events_duplicate_total").await? == 1001)
                     .then_some(())
             }
         },

@@ -14,17 +14,6 @@ use costpipe_kafka::{ensure_topics, TopicSpec};
 const EVENTS: usize = 120_000;
 const PARTITIONS: i32 = 6;
 
-async fn live(port: u16, tenant: &str) -> (u16, serde_json::Value) {
-    let resp = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/v1/live/tenants/{tenant}"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("live view answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack: scripts/test starts it"]
 async fn two_aggregators_share_partitions_and_survive_losing_one() {
@@ -103,8 +92,8 @@ async fn two_aggregators_share_partitions_and_survive_losing_one() {
             &format!("the live view of {tenant}"),
             Duration::from_secs(60),
             || async {
-                let ra = live(a.port, tenant).await;
-                let rc = live(c.port, tenant).await;
+                let ra = live_view(a.port, tenant, Duration::from_secs(10)).await;
+                let rc = live_view(c.port, tenant, Duration::from_secs(10)).await;
                 let held: Vec<u16> = [(a.port, &ra), (c.port, &rc)]
                     .iter()
                     .filter(|(_, r)| r.0 == 200)

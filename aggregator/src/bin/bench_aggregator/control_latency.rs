@@ -433,15 +433,18 @@ fn follow_controls(
     Ok(())
 }
 
-/// The producer that relays probes: the aggregator's control-producer settings
-/// (`aggregator/src/kafka_sinks.rs`).
+/// The producer that relays probes: the aggregator's control-producer settings.
 fn relay_producer(brokers: &str) -> anyhow::Result<BaseProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()?)
+    Ok(costpipe_aggregator::kafka_sinks::producer_config(brokers).create()?)
+}
+
+/// Each probe's delay from its production to when `seen` noted it, for the probes it noted.
+fn delays_to(probes: &[Probe], seen: &HashMap<usize, f64>) -> Vec<f64> {
+    probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| seen.get(&i).map(|at| at - p.produced_ms))
+        .collect()
 }
 
 /// Follows the usage topic, noting when each probe (by its header) is received; with
@@ -775,12 +778,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
             a.env,
         );
     }
-    let to_acked: Vec<f64> = produced
-        .probes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| produced.acked.get(&i).map(|at| at - p.produced_ms))
-        .collect();
+    let to_acked = delays_to(&produced.probes, &produced.acked);
     println!(
         "{}",
         stats_line(
@@ -790,13 +788,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         )
     );
     for (wait, seen) in &floor_seen {
-        let floor = lock(seen);
-        let to_floor: Vec<f64> = produced
-            .probes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| floor.get(&i).map(|at| at - p.produced_ms))
-            .collect();
+        let to_floor = delays_to(&produced.probes, &lock(seen));
         println!(
             "{}",
             stats_line(
@@ -809,13 +801,7 @@ pub async fn control_latency(common: &Common, a: &ControlLatencyArgs) -> anyhow:
         );
     }
     if let Some((wait, seen)) = &relay_seen {
-        let relayed = lock(seen);
-        let to_relayed: Vec<f64> = produced
-            .probes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| relayed.get(&i).map(|at| at - p.produced_ms))
-            .collect();
+        let to_relayed = delays_to(&produced.probes, &lock(seen));
         println!(
             "{}",
             stats_line(
