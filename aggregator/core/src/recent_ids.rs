@@ -31,6 +31,7 @@
 //! (or a duplicate if its content is the same). A real count arriving after the horizon finds
 //! nothing and is counted as a new event, beside the estimate (the documented bound).
 
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -196,18 +197,20 @@ impl RecentIds {
     /// Classifies a copy of `id` with content `fp` (`estimated`: the copy's tokens are an
     /// estimate), and remembers it when it is fresh or corrects an estimate.
     pub fn observe(&mut self, id: Uuid, fp: Fingerprint, estimated: bool, now_ms: i64) -> Seen {
-        match self.by_id.get(&id) {
-            Some(_) if !estimated && self.estimates.contains_key(&id) => {
+        // One probe of the map per copy: a fresh id (nearly every event) is inserted where
+        // the lookup left off.
+        match self.by_id.entry(id) {
+            Entry::Occupied(mut known) if !estimated && self.estimates.contains_key(&id) => {
                 let Some(old) = self.estimates.remove(&id) else {
                     return Seen::Conflict;
                 };
-                self.by_id.insert(id, fp);
+                known.insert(fp);
                 Seen::Correction(old)
             }
-            Some(known) if *known == fp => Seen::Duplicate,
-            Some(_) => Seen::Conflict,
-            None => {
-                self.by_id.insert(id, fp);
+            Entry::Occupied(known) if *known.get() == fp => Seen::Duplicate,
+            Entry::Occupied(_) => Seen::Conflict,
+            Entry::Vacant(slot) => {
+                slot.insert(fp);
                 self.order.push_back((now_ms, id));
                 Seen::Fresh
             }
