@@ -888,12 +888,14 @@ impl ClickHouseStore {
         .await
     }
 
-    /// Ids of `partition`'s events stored at or after `since_ms`, oldest first.
+    /// Ids of `partition`'s events stored at or after `since_ms`, oldest first; then its
+    /// estimates stored at or after `estimates_since_ms` (see the core's `Store::recent_ids`).
     pub async fn recent_ids(
         &self,
         topic: &str,
         partition: i32,
         since_ms: i64,
+        estimates_since_ms: i64,
     ) -> anyhow::Result<Vec<RestoredId>> {
         let rows = self
             .timed(
@@ -913,8 +915,9 @@ impl ClickHouseStore {
                     .fetch_all::<IdRead>(),
             )
             .await?;
-        // Estimates (rare) with what a real count must take out; after the plain ids, so
-        // that they add their amounts to the ids already read.
+        // Estimates (rare) with what a real count must take out, over the longer estimate
+        // horizon; after the plain ids, so that they add their amounts to the ids already
+        // read. `estimated` has a min-max index (078): granules without one are skipped.
         let estimates = self
             .timed(
                 "reading estimated events",
@@ -927,11 +930,11 @@ impl ClickHouseStore {
                          toUnixTimestamp64Milli(ingested_at) AS ingested_ms \
                          FROM usage_events_priced \
                          WHERE source_topic = ? AND source_partition = ? AND ingested_at >= fromUnixTimestamp64Milli(?) \
-                         AND labels['costpipe_usage'] = 'estimated' ORDER BY ingested_at",
+                         AND estimated ORDER BY ingested_at",
                     )
                     .bind(topic)
                     .bind(partition)
-                    .bind(since_ms.max(0))
+                    .bind(estimates_since_ms.max(0))
                     .fetch_all::<EstimateRead>(),
             )
             .await?;
@@ -953,7 +956,7 @@ impl ClickHouseStore {
                     .bind(partition)
                     .bind(topic)
                     .bind(partition)
-                    .bind(since_ms.max(0))
+                    .bind(since_ms.min(estimates_since_ms).max(0))
                     .fetch_all::<CorrectedRead>(),
             )
             .await?;

@@ -153,6 +153,22 @@ pub struct AggregatorConfig {
         default_value_t = 5_000_000
     )]
     pub recent_ids_max_per_partition: usize,
+    /// How long an estimate (label `costpipe_usage=estimated`) waits for its real count, in
+    /// ms: past the id horizon it is still remembered, so that a late real count corrects it
+    /// instead of being counted beside it. 35 days: longer than a billing month.
+    #[arg(
+        long,
+        env = "COSTPIPE_ESTIMATE_HORIZON_MS",
+        default_value_t = 35 * 86_400_000
+    )]
+    pub estimate_horizon_ms: i64,
+    /// At most this many estimates per partition wait past the id horizon (oldest go first).
+    #[arg(
+        long,
+        env = "COSTPIPE_ESTIMATES_MAX_PER_PARTITION",
+        default_value_t = 1_000_000
+    )]
+    pub estimates_max_per_partition: usize,
     /// How far a partition's watermark trails its newest event time, in ms.
     #[arg(long, env = "COSTPIPE_ALLOWED_LATENESS_MS", default_value_t = 5_000)]
     pub allowed_lateness_ms: i64,

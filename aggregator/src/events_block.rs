@@ -23,6 +23,7 @@
 
 use bytes::Bytes;
 
+use costpipe_aggregator_core::recent_ids::is_estimated;
 use costpipe_aggregator_core::{PricedEvent, SealedEpoch};
 
 use crate::clickhouse_store::{money_to_ticks, percent_to_ticks};
@@ -236,6 +237,8 @@ pub fn events_block(
     let mut unit_price_request = col("unit_price_request", MONEY, 16);
     let mut cache_savings = col("cache_savings", MONEY, 16);
     let mut billing_cache_savings = col("billing_cache_savings", MONEY, 16);
+    // 078: estimated tokens, for the restore of estimates awaiting their real count.
+    let mut estimated = col("estimated", "Bool", 1);
 
     for p in events {
         let e = &p.event;
@@ -292,6 +295,7 @@ pub fn events_block(
         unit_price_request.i128(money_to_ticks(u.per_request));
         cache_savings.i128(money_to_ticks(c.cache_savings));
         billing_cache_savings.i128(money_to_ticks(c.billing_cache_savings));
+        estimated.bool(is_estimated(e));
     }
 
     let mut head = Vec::with_capacity(16);
@@ -346,6 +350,7 @@ pub fn events_block(
         unit_price_request.done(),
         cache_savings.done(),
         billing_cache_savings.done(),
+        estimated.done(),
     ];
     put_varint(&mut head, columns.len() as u64);
     put_varint(&mut head, rows as u64);
@@ -528,6 +533,7 @@ mod tests {
         );
         b.output_tokens = 7;
         b.request_id = Some("r".repeat(300));
+        b.labels.insert("costpipe_usage".into(), "estimated".into());
         vec![a, b]
     }
 
@@ -567,13 +573,17 @@ mod tests {
         assert_eq!(strings("tenant_id"), ["acme", "globex"]);
         assert_eq!(strings("department"), ["research", ""]);
         assert_eq!(strings("request_id")[1], "r".repeat(300));
-        assert_eq!(strings("labels"), ["team=core,ünï={'\\\"}", ""]);
+        assert_eq!(
+            strings("labels"),
+            ["team=core,ünï={'\\\"}", "costpipe_usage=estimated"]
+        );
         assert_eq!(strings("source_topic"), ["usage", "usage"]);
         let le = |v: i128, width: usize| format!("{:?}", &v.to_le_bytes()[..width]);
         assert_eq!(strings("generation"), [le(7, 8), le(7, 8)]);
         assert_eq!(strings("ingested_at"), [le(99, 8), le(99, 8)]);
         assert_eq!(strings("source_offset"), [le(10, 8), le(11, 8)]);
         assert_eq!(strings("late"), [le(0, 1), le(1, 1)]);
+        assert_eq!(strings("estimated"), [le(0, 1), le(1, 1)]);
         assert_eq!(strings("tier_above"), ["NULL", "NULL"]);
         // UUID 1: high half 0 first, then the low half 1.
         assert_eq!(

@@ -51,6 +51,8 @@ pub struct RestoreSettings {
     pub owner: String,
     /// How far back counted event ids are restored, in milliseconds.
     pub recent_ids_horizon_ms: i64,
+    /// How far back estimates awaiting their real count are restored, in milliseconds.
+    pub estimate_horizon_ms: i64,
 }
 
 /// The consumer's context: rebalance handling.
@@ -106,6 +108,7 @@ impl SourceContext {
                 &self.topic,
                 partition,
                 now.saturating_sub(self.restore.recent_ids_horizon_ms),
+                now.saturating_sub(self.restore.estimate_horizon_ms),
             )
             .await?;
         let minutes = self

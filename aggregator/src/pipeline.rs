@@ -116,6 +116,7 @@ impl Pipeline {
             RestoreSettings {
                 owner: config.advertised_url(),
                 recent_ids_horizon_ms: config.recent_ids_horizon_ms,
+                estimate_horizon_ms: config.estimate_horizon_ms,
             },
         )?;
         let catalog = Arc::new(catalog);
@@ -132,6 +133,8 @@ impl Pipeline {
         .with_recent_ids_policy(RecentIdsPolicy {
             horizon_ms: config.recent_ids_horizon_ms,
             max_ids: config.recent_ids_max_per_partition,
+            estimate_horizon_ms: config.estimate_horizon_ms,
+            max_estimates: config.estimates_max_per_partition,
         })
         .with_watermarks(watermarks)
         .with_zone(config.zone()?);

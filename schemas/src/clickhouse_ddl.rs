@@ -187,6 +187,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "077_corrections_to_hour_tokens",
         sql: include_str!("../clickhouse/077_corrections_to_hour_tokens.sql"),
     },
+    Migration {
+        name: "078_events_estimated_flag",
+        sql: include_str!("../clickhouse/078_events_estimated_flag.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).

@@ -3,7 +3,8 @@
 //! totals (rollups, raw events plus corrections, billing's API) and the aggregator's live view
 //! equal the real count, computed here; nothing is dead-lettered for it. After a restart the
 //! real count sent again is a plain duplicate and another count for it a conflict, and the
-//! correction is still stored once.
+//! correction is still stored once. A real count that comes after the id horizon (short
+//! here) still corrects its estimate, both from memory and after a restore.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -211,4 +212,201 @@ async fn a_real_count_replaces_its_estimate_exactly_once() {
         reasons.iter().all(|r| r == "duplicate_event_id_conflict"),
         "{reasons:?}"
     );
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Waits until the events with `ids` are stored, and returns when the last was.
+async fn stored_at(stack: &Stack, db: &str, ids: &[uuid::Uuid]) -> i64 {
+    let list = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_scalar(
+        stack,
+        &format!("SELECT count() FROM {db}.usage_events_priced WHERE event_id IN ({list})"),
+        ids.len() as u64,
+    )
+    .await;
+    text(
+        stack,
+        &format!(
+            "SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM {db}.usage_events_priced \
+             WHERE event_id IN ({list})"
+        ),
+    )
+    .await
+    .parse()
+    .expect("ms")
+}
+
+/// Waits until the wall clock is `ms` past `since_ms`.
+async fn wait_past(what: &str, since_ms: i64, ms: i64) {
+    wait_for(
+        what,
+        Duration::from_millis((ms + 30_000) as u64),
+        || async { (now_ms() > since_ms + ms).then_some(()) },
+    )
+    .await;
+}
+
+/// Rows of `id` in the events table and in the estimate corrections.
+async fn rows_of(stack: &Stack, db: &str, id: uuid::Uuid) -> (Option<u64>, Option<u64>) {
+    (
+        scalar(
+            stack,
+            &format!("SELECT count() FROM {db}.usage_events_priced WHERE event_id = '{id}'"),
+        )
+        .await,
+        scalar(
+            stack,
+            &format!(
+                "SELECT count() FROM {db}.usage_cost_corrections \
+                 WHERE reason = 'estimate_corrected' AND event_id = '{id}'"
+            ),
+        )
+        .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/test starts it"]
+async fn a_real_count_after_the_id_horizon_still_corrects_its_estimate() {
+    // Ids are remembered for 3 s here; estimates keep the default horizon (35 days).
+    const HORIZON_MS: i64 = 3_000;
+    let env = [("COSTPIPE_RECENT_IDS_HORIZON_MS", "3000")];
+    let seed = test_seed("estimate_correction_after_the_horizon");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let stack = Stack::from_env();
+    let names = Names::new("e2e_estimate_late");
+    let db = names.database.clone();
+    names.create_usage_topic(&stack).await;
+    let mut aggregator = Service::aggregator(&stack, &names, "", &env);
+    let emitter = Emitter::new(EmitterConfig::new(&stack.brokers, &names.usage)).expect("emitter");
+    let tenant = "globex";
+    let base = u128::from(seed) << 8;
+    let event = |n: u128, rng: &mut StdRng, estimated: bool| {
+        let mut e = UsageEvent::new(
+            uuid::Uuid::from_u128(base | n),
+            now_ms() - 30_000,
+            tenant,
+            "openai",
+            "gpt-4o",
+        );
+        e.input_tokens = rng.random_range(100..5_000);
+        e.output_tokens = rng.random_range(100..5_000);
+        if estimated {
+            e.labels.insert("costpipe_usage".into(), "estimated".into());
+        }
+        e
+    };
+    let real_count = |estimate: &UsageEvent, rng: &mut StdRng| {
+        let mut real = estimate.clone();
+        real.labels.clear();
+        real.input_tokens += rng.random_range(1..500);
+        real
+    };
+
+    // 1. From memory: an estimate and a plain event, then both again past the id horizon.
+    let estimate = event(1, &mut rng, true);
+    let plain = event(2, &mut rng, false);
+    for e in [&estimate, &plain] {
+        emitter.emit(e).await.expect("delivered");
+    }
+    stored_at(&stack, &db, &[estimate.event_id, plain.event_id]).await;
+    // The aggregator evicts past the horizon every few seconds. It holds one id once it has:
+    // the estimate, which outlives the horizon (with the plain id's horizon for estimates
+    // too, the count would go from 2 to 0 and this would time out).
+    wait_for(
+        "the plain id to leave and the estimate to stay",
+        Duration::from_secs(60),
+        || async {
+            (metric_value(aggregator.port, "costpipe_aggregator_recent_ids").await == Some(1))
+                .then_some(())
+        },
+    )
+    .await;
+    let real = real_count(&estimate, &mut rng);
+    for e in [&plain, &real] {
+        emitter.emit(e).await.expect("delivered");
+    }
+    wait_for(
+        "the real count's correction",
+        Duration::from_secs(60),
+        || async {
+            let r = rows_of(&stack, &db, real.event_id).await;
+            (r.1 == Some(2)).then_some(r)
+        },
+    )
+    .await;
+    // The plain copy shows the horizon had passed: it was counted again (the documented
+    // bound for ids), while the estimate was corrected, not counted beside its real count.
+    wait_scalar(
+        &stack,
+        &format!(
+            "SELECT count() FROM {db}.usage_events_priced WHERE event_id = '{}'",
+            plain.event_id
+        ),
+        2,
+    )
+    .await;
+    assert_eq!(
+        rows_of(&stack, &db, real.event_id).await,
+        (Some(1), Some(2))
+    );
+
+    // 2. From ClickHouse: an estimate stored more than the id horizon before a restart is
+    // restored as an estimate, and its real count corrects it.
+    let estimate2 = event(3, &mut rng, true);
+    emitter.emit(&estimate2).await.expect("delivered");
+    let at = stored_at(&stack, &db, &[estimate2.event_id]).await;
+    wait_past("the id horizon", at, HORIZON_MS + 1_000).await;
+    aggregator.kill();
+    let aggregator = Service::aggregator(&stack, &names, "", &env);
+    wait_taken_up(&aggregator).await;
+    let real2 = real_count(&estimate2, &mut rng);
+    emitter.emit(&real2).await.expect("delivered");
+    wait_for(
+        "the restored estimate's correction",
+        Duration::from_secs(60),
+        || async {
+            let r = rows_of(&stack, &db, real2.event_id).await;
+            (r.1 == Some(2)).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        rows_of(&stack, &db, real2.event_id).await,
+        (Some(1), Some(2))
+    );
+
+    // Every rollup holds the real counts and the plain event twice, computed here.
+    let counted = [&plain, &plain, &real, &real2];
+    let expected = (
+        counted.len() as u64,
+        counted.iter().map(|e| e.input_tokens as u64).sum(),
+        counted.iter().map(|e| e.output_tokens as u64).sum(),
+        counted.iter().map(|e| expected_cost(e)).sum(),
+    );
+    wait_for(
+        "the real counts in every rollup",
+        Duration::from_secs(60),
+        || async {
+            (totals(&stack, &db, "usage_cost_minute", tenant).await == expected
+                && totals(&stack, &db, "usage_cost_hour", tenant).await == expected
+                && totals(&stack, &db, "usage_cost_day", tenant).await == expected)
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "the live view at the real counts",
+        Duration::from_secs(30),
+        || async { (live_24h(aggregator.port, tenant).await == Some(expected)).then_some(()) },
+    )
+    .await;
 }

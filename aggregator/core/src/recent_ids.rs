@@ -28,8 +28,13 @@
 //! beside their id and leave with it (same horizon, same cap). After a correction the id is
 //! an ordinary counted id: a second real count with the same content is a duplicate, one
 //! with other content a conflict, and an estimate arriving after the real count a conflict
-//! (or a duplicate if its content is the same). A real count arriving after the horizon finds
-//! nothing and is counted as a new event, beside the estimate (the documented bound).
+//! (or a duplicate if its content is the same).
+//!
+//! An estimate still waiting for its real count outlives the id horizon: it is kept for the
+//! longer `estimate_horizon_ms` (35 days by default, beyond a billing month, since providers'
+//! usage reports can come days later), at most `max_estimates` per partition. Only a real
+//! count arriving after that finds nothing and is counted as a new event, beside the estimate
+//! (the documented bound).
 
 use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
@@ -137,6 +142,12 @@ pub struct RecentIdsPolicy {
     pub horizon_ms: i64,
     /// At most this many ids per partition; the oldest go first.
     pub max_ids: usize,
+    /// Estimates not yet corrected are kept this long (wall clock, from when they were
+    /// counted), past `horizon_ms`, so that a late real count still corrects them.
+    pub estimate_horizon_ms: i64,
+    /// At most this many estimates per partition are kept past `horizon_ms`; the oldest go
+    /// first.
+    pub max_estimates: usize,
 }
 
 impl Default for RecentIdsPolicy {
@@ -144,6 +155,8 @@ impl Default for RecentIdsPolicy {
         RecentIdsPolicy {
             horizon_ms: 24 * 3_600_000,
             max_ids: 5_000_000,
+            estimate_horizon_ms: 35 * 24 * 3_600_000,
+            max_estimates: 1_000_000,
         }
     }
 }
@@ -158,6 +171,9 @@ pub struct RecentIds {
     order: VecDeque<(i64, Uuid)>,
     /// The counted copies that are estimates, not yet corrected (few).
     estimates: foldhash::HashMap<Uuid, Box<Counted>>,
+    /// Ids that left `order` past the id horizon while still estimates, oldest first: kept
+    /// until the estimate horizon.
+    estimate_order: VecDeque<(i64, Uuid)>,
 }
 
 impl RecentIds {
@@ -178,8 +194,10 @@ impl RecentIds {
         }))
     }
 
-    /// A memory holding `restored`, oldest first. A later entry for the same id (a real
-    /// count's correction after its estimate) replaces the earlier one's content.
+    /// A memory holding `restored`. A later entry for the same id (a real count's
+    /// correction after its estimate) replaces the earlier one's content. Entries may come
+    /// in sorted runs (ids, then older estimates, then corrections); eviction needs them in
+    /// the order they were counted, which a stable sort restores in about linear time.
     pub fn restored_with_estimates(restored: impl IntoIterator<Item = RestoredId>) -> Self {
         let mut ids = RecentIds::new();
         for r in restored {
@@ -191,6 +209,7 @@ impl RecentIds {
                 None => ids.estimates.remove(&r.id),
             };
         }
+        ids.order.make_contiguous().sort_by_key(|&(at, _)| at);
         ids
     }
 
@@ -242,14 +261,30 @@ impl RecentIds {
         self.estimates.remove(id);
     }
 
-    /// Forgets ids counted before `now_ms - horizon` and beyond `max_ids`.
+    /// Forgets ids counted before `now_ms - horizon` and beyond `max_ids`, except estimates
+    /// still waiting for their real count, which go when they are older than the estimate
+    /// horizon or beyond `max_estimates`.
     pub fn evict(&mut self, policy: &RecentIdsPolicy, now_ms: i64) {
         let cutoff = now_ms.saturating_sub(policy.horizon_ms);
+        let estimate_cutoff = now_ms.saturating_sub(policy.estimate_horizon_ms);
         while let Some(&(at, id)) = self.order.front() {
             if at >= cutoff && self.order.len() <= policy.max_ids {
                 break;
             }
             self.order.pop_front();
+            if at >= estimate_cutoff && self.estimates.contains_key(&id) {
+                self.estimate_order.push_back((at, id));
+            } else {
+                self.by_id.remove(&id);
+                self.estimates.remove(&id);
+            }
+        }
+        while let Some(&(at, id)) = self.estimate_order.front() {
+            if at >= estimate_cutoff && self.estimate_order.len() <= policy.max_estimates {
+                break;
+            }
+            self.estimate_order.pop_front();
+            // Corrected meanwhile or not, the id is past the id horizon.
             self.by_id.remove(&id);
             self.estimates.remove(&id);
         }
@@ -312,6 +347,7 @@ mod tests {
         let policy = RecentIdsPolicy {
             horizon_ms: 100,
             max_ids: 1,
+            ..RecentIdsPolicy::default()
         };
         let mut ids = RecentIds::new();
         for (i, at) in [(1u128, 0i64), (2, 50), (3, 120)] {
@@ -411,23 +447,116 @@ mod tests {
     }
 
     #[test]
-    fn estimates_leave_with_their_ids_and_restore_with_their_corrections() {
+    fn estimates_outlive_the_id_horizon_until_their_own() {
         let policy = RecentIdsPolicy {
             horizon_ms: 100,
             max_ids: 10,
+            estimate_horizon_ms: 1_000,
+            max_estimates: 10,
         };
         let mut ids = RecentIds::new();
+        let plain = event(7, 1000, 1);
+        ids.observe(plain.event_id, Fingerprint::of(&plain), false, 0);
         let est = estimated(8, 100);
         ids.observe(est.event_id, Fingerprint::of(&est), true, 0);
         ids.remember_estimate(est.event_id, counted(&est));
         ids.evict(&policy, 101);
-        assert_eq!((ids.len(), ids.estimates_len()), (0, 0));
-        // Past the horizon a real count is new: counted beside the estimate (documented).
-        let real = event(8, 1000, 120);
         assert_eq!(
-            ids.observe(real.event_id, Fingerprint::of(&real), false, 102),
+            (ids.len(), ids.estimates_len()),
+            (1, 1),
+            "the plain id is gone, the estimate waits for its real count"
+        );
+        // A day later in this policy's terms, the real count still corrects it, once.
+        let real = event(8, 1000, 120);
+        match ids.observe(real.event_id, Fingerprint::of(&real), false, 900) {
+            Seen::Correction(old) => assert_eq!(old.event, est),
+            other => panic!("expected a correction, got {other:?}"),
+        }
+        assert_eq!(
+            ids.observe(real.event_id, Fingerprint::of(&real), false, 901),
+            Seen::Duplicate
+        );
+        // Then the corrected id leaves at the estimate horizon like any other.
+        ids.evict(&policy, 1_001);
+        assert_eq!((ids.len(), ids.estimates_len()), (0, 0));
+    }
+
+    #[test]
+    fn estimates_leave_at_their_horizon_and_beyond_their_cap() {
+        let policy = RecentIdsPolicy {
+            horizon_ms: 100,
+            max_ids: 10,
+            estimate_horizon_ms: 1_000,
+            max_estimates: 1,
+        };
+        let mut ids = RecentIds::new();
+        for (id, at) in [(20u128, 0i64), (21, 10)] {
+            let e = estimated(id, 100);
+            ids.observe(e.event_id, Fingerprint::of(&e), true, at);
+            ids.remember_estimate(e.event_id, counted(&e));
+        }
+        ids.evict(&policy, 200);
+        assert_eq!(
+            (ids.len(), ids.estimates_len()),
+            (1, 1),
+            "the older estimate is over the cap"
+        );
+        let kept = estimated(21, 100);
+        assert_eq!(
+            ids.observe(kept.event_id, Fingerprint::of(&kept), true, 201),
+            Seen::Duplicate
+        );
+        ids.evict(&policy, 1_011);
+        assert_eq!((ids.len(), ids.estimates_len()), (0, 0));
+        // Past the estimate horizon a real count is new: counted beside the estimate
+        // (the documented bound).
+        let real = event(21, 1000, 120);
+        assert_eq!(
+            ids.observe(real.event_id, Fingerprint::of(&real), false, 1_012),
             Seen::Fresh
         );
+    }
+
+    #[test]
+    fn restored_estimates_older_than_the_ids_are_evicted_in_time_order() {
+        let policy = RecentIdsPolicy {
+            horizon_ms: 100,
+            max_ids: 10,
+            estimate_horizon_ms: 300,
+            max_estimates: 10,
+        };
+        let plain = event(30, 1000, 1);
+        let est = estimated(31, 100);
+        // Restored at 960: the shell reads the ids of the id horizon first, then the older
+        // estimates of the estimate horizon.
+        let mut ids = RecentIds::restored_with_estimates([
+            RestoredId {
+                id: plain.event_id,
+                fingerprint: Fingerprint::of(&plain),
+                at_ms: 950,
+                estimate: None,
+            },
+            RestoredId {
+                id: est.event_id,
+                fingerprint: Fingerprint::of(&est),
+                at_ms: 700,
+                estimate: Some(Box::new(counted(&est))),
+            },
+        ]);
+        ids.evict(&policy, 960);
+        assert_eq!((ids.len(), ids.estimates_len()), (2, 1));
+        ids.evict(&policy, 1_001);
+        assert_eq!(
+            (ids.len(), ids.estimates_len()),
+            (1, 0),
+            "the estimate, read last, leaves at its horizon while the younger id stays"
+        );
+    }
+
+    #[test]
+    fn estimates_restore_with_their_corrections() {
+        let est = estimated(8, 100);
+        let real = event(8, 1000, 120);
 
         // Restored: the estimate row, then its correction: the real count is what counts.
         let restored = RecentIds::restored_with_estimates([

@@ -63,11 +63,16 @@ pub trait RowStore {
         generation: u64,
     ) -> Result<Written, Self::Error>;
     /// Ids (with fingerprints and when they were stored) of `partition`'s events stored at
-    /// or after `since_ms`, oldest first, estimates with their amounts; then the real counts
-    /// of corrections stored since then **by complete epochs** (marker stored), which
-    /// replace their estimates.
-    fn recent_ids(&mut self, partition: i32, since_ms: i64)
-        -> Result<Vec<RestoredId>, Self::Error>;
+    /// or after `since_ms`, oldest first; then its estimates stored at or after
+    /// `estimates_since_ms` (the longer estimate horizon), with their amounts; then the real
+    /// counts of corrections stored since `estimates_since_ms` **by complete epochs** (marker
+    /// stored), which replace their estimates.
+    fn recent_ids(
+        &mut self,
+        partition: i32,
+        since_ms: i64,
+        estimates_since_ms: i64,
+    ) -> Result<Vec<RestoredId>, Self::Error>;
 }
 
 /// Where dead letters go.

@@ -481,7 +481,12 @@ impl RowStore for Shared<'_> {
             Written::Now
         })
     }
-    fn recent_ids(&mut self, partition: i32, since_ms: i64) -> Result<Vec<RestoredId>, StoreError> {
+    fn recent_ids(
+        &mut self,
+        partition: i32,
+        since_ms: i64,
+        estimates_since_ms: i64,
+    ) -> Result<Vec<RestoredId>, StoreError> {
         self.faulty(|s| {
             let fp = |c: &Content| {
                 Fingerprint::of_fields(FingerprintFields {
@@ -494,7 +499,11 @@ impl RowStore for Shared<'_> {
             let mut out: Vec<RestoredId> = s
                 .events
                 .iter()
-                .filter(|e| e.partition == partition && e.stored_at >= since_ms)
+                .filter(|e| {
+                    e.partition == partition
+                        && (e.stored_at >= since_ms
+                            || (e.content.estimated && e.stored_at >= estimates_since_ms))
+                })
                 .map(|e| RestoredId {
                     id: e.id,
                     fingerprint: fp(&e.content),
@@ -512,7 +521,7 @@ impl RowStore for Shared<'_> {
                 .collect();
             out.extend(
                 s.visible_corrections(partition)
-                    .filter(|c| c.stored_at >= since_ms)
+                    .filter(|c| c.stored_at >= since_ms.min(estimates_since_ms))
                     .map(|c| RestoredId {
                         id: c.id,
                         fingerprint: fp(&c.new),
@@ -704,7 +713,7 @@ impl World {
         let Ok(cp) = shared.checkpoint(p) else {
             return false;
         };
-        let Ok(ids) = shared.recent_ids(p, i64::MIN) else {
+        let Ok(ids) = shared.recent_ids(p, i64::MIN, i64::MIN) else {
             return false;
         };
         // The window minutes, as the view over the rows would hold them.
