@@ -40,6 +40,26 @@ async fn totals(stack: &Stack, db: &str, table: &str, tenant: &str) -> (u64, u64
     )
 }
 
+/// Waits until the minute, hour and day rollups of `tenant` all hold `expected`.
+async fn wait_rollups_at(
+    stack: &Stack,
+    db: &str,
+    tenant: &str,
+    expected: (u64, u64, u64, Decimal),
+) {
+    wait_for(
+        "the expected counts in every rollup",
+        Duration::from_secs(60),
+        || async {
+            (totals(stack, db, "usage_cost_minute", tenant).await == expected
+                && totals(stack, db, "usage_cost_hour", tenant).await == expected
+                && totals(stack, db, "usage_cost_day", tenant).await == expected)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 async fn live_24h(port: u16, tenant: &str) -> Option<(u64, u64, u64, Decimal)> {
     let v: serde_json::Value =
         reqwest::get(format!("http://127.0.0.1:{port}/v1/live/tenants/{tenant}"))
@@ -125,17 +145,7 @@ async fn a_real_count_replaces_its_estimate_exactly_once() {
     );
     assert_ne!(expected_cost(&real), expected_cost(&estimate));
     // The correction's epoch completes (its marker) right after its rows.
-    wait_for(
-        "the real count in every rollup",
-        Duration::from_secs(60),
-        || async {
-            (totals(&stack, &db, "usage_cost_minute", tenant).await == expected
-                && totals(&stack, &db, "usage_cost_hour", tenant).await == expected
-                && totals(&stack, &db, "usage_cost_day", tenant).await == expected)
-                .then_some(())
-        },
-    )
-    .await;
+    wait_rollups_at(&stack, &db, tenant, expected).await;
     // Raw events plus corrections, as billing reads them.
     let raw = text(
         &stack,
@@ -392,17 +402,7 @@ async fn a_real_count_after_the_id_horizon_still_corrects_its_estimate() {
         counted.iter().map(|e| e.output_tokens as u64).sum(),
         counted.iter().map(|e| expected_cost(e)).sum(),
     );
-    wait_for(
-        "the real counts in every rollup",
-        Duration::from_secs(60),
-        || async {
-            (totals(&stack, &db, "usage_cost_minute", tenant).await == expected
-                && totals(&stack, &db, "usage_cost_hour", tenant).await == expected
-                && totals(&stack, &db, "usage_cost_day", tenant).await == expected)
-                .then_some(())
-        },
-    )
-    .await;
+    wait_rollups_at(&stack, &db, tenant, expected).await;
     wait_for(
         "the live view at the real counts",
         Duration::from_secs(30),

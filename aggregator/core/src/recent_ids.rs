@@ -446,14 +446,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn estimates_outlive_the_id_horizon_until_their_own() {
-        let policy = RecentIdsPolicy {
+    /// Ids remembered 100 ms (at most 10), estimates `estimate_horizon_ms` (at most
+    /// `max_estimates`).
+    fn short_horizons(estimate_horizon_ms: i64, max_estimates: usize) -> RecentIdsPolicy {
+        RecentIdsPolicy {
             horizon_ms: 100,
             max_ids: 10,
-            estimate_horizon_ms: 1_000,
-            max_estimates: 10,
-        };
+            estimate_horizon_ms,
+            max_estimates,
+        }
+    }
+
+    #[test]
+    fn estimates_outlive_the_id_horizon_until_their_own() {
+        let policy = short_horizons(1_000, 10);
         let mut ids = RecentIds::new();
         let plain = event(7, 1000, 1);
         ids.observe(plain.event_id, Fingerprint::of(&plain), false, 0);
@@ -483,12 +489,7 @@ mod tests {
 
     #[test]
     fn estimates_leave_at_their_horizon_and_beyond_their_cap() {
-        let policy = RecentIdsPolicy {
-            horizon_ms: 100,
-            max_ids: 10,
-            estimate_horizon_ms: 1_000,
-            max_estimates: 1,
-        };
+        let policy = short_horizons(1_000, 1);
         let mut ids = RecentIds::new();
         for (id, at) in [(20u128, 0i64), (21, 10)] {
             let e = estimated(id, 100);
@@ -519,12 +520,7 @@ mod tests {
 
     #[test]
     fn restored_estimates_older_than_the_ids_are_evicted_in_time_order() {
-        let policy = RecentIdsPolicy {
-            horizon_ms: 100,
-            max_ids: 10,
-            estimate_horizon_ms: 300,
-            max_estimates: 10,
-        };
+        let policy = short_horizons(300, 10);
         let plain = event(30, 1000, 1);
         let est = estimated(31, 100);
         // Restored at 960: the shell reads the ids of the id horizon first, then the older
