@@ -254,11 +254,16 @@ impl RecentIds {
         self.estimates.len()
     }
 
-    /// Forgets `id` (it was not counted after all). Its place in the eviction order stays
-    /// and is skipped when reached.
+    /// Forgets `id` (it was not counted after all). When it is the newest id, as when the
+    /// processor forgets the copy it has just observed, its place in the eviction order goes
+    /// too: left there, it would evict a later copy of the same id before that copy's own
+    /// horizon. An older place stays and is harmless once the id is gone.
     pub fn forget(&mut self, id: &Uuid) {
         self.by_id.remove(id);
         self.estimates.remove(id);
+        if self.order.back().is_some_and(|(_, newest)| newest == id) {
+            self.order.pop_back();
+        }
     }
 
     /// Forgets ids counted before `now_ms - horizon` and beyond `max_ids`, except estimates
@@ -359,6 +364,32 @@ mod tests {
         let e3 = event(3, 0, 1);
         assert_eq!(
             ids.observe(e3.event_id, Fingerprint::of(&e3), false, 151),
+            Seen::Duplicate
+        );
+    }
+
+    #[test]
+    fn a_forgotten_copy_does_not_shorten_the_next_copys_horizon() {
+        let policy = RecentIdsPolicy {
+            horizon_ms: 100,
+            ..RecentIdsPolicy::default()
+        };
+        let mut ids = RecentIds::new();
+        let e = event(4, 0, 1);
+        // A copy the processor could not count (its window sums overflowed) is forgotten.
+        assert_eq!(
+            ids.observe(e.event_id, Fingerprint::of(&e), false, 0),
+            Seen::Fresh
+        );
+        ids.forget(&e.event_id);
+        // A later copy is counted, and is remembered for its own horizon.
+        assert_eq!(
+            ids.observe(e.event_id, Fingerprint::of(&e), false, 50),
+            Seen::Fresh
+        );
+        ids.evict(&policy, 120);
+        assert_eq!(
+            ids.observe(e.event_id, Fingerprint::of(&e), false, 121),
             Seen::Duplicate
         );
     }
