@@ -312,11 +312,15 @@ where
     }
 }
 
+/// Prices per 1M tokens: input, cached input, 5-minute and 1-hour cache writes, output.
+pub type ExpectedPrices = (Decimal, Decimal, Decimal, Decimal, Decimal);
+
 /// Per-million-token prices, written by hand from the providers' price pages for these
 /// tests, independently of `pricing/catalog/default.toml`: (input, cached input, 5-minute
-/// cache write, 1-hour cache write, output). Prompts above 200K tokens (Anthropic's long
-/// context tier) are not covered: the synthetic stream's prompts stay far below.
-pub fn expected_prices(model: &str) -> Option<(Decimal, Decimal, Decimal, Decimal, Decimal)> {
+/// cache write, 1-hour cache write, output). Prompts above a long-context threshold are
+/// priced by [`expected_long_context_prices`]: the synthetic stream makes a few (a restart
+/// test with seed 7299042670057365655 had one of 205,793 prompt tokens).
+pub fn expected_prices(model: &str) -> Option<ExpectedPrices> {
     match model {
         "gpt-4o" | "gpt-4o-2024-08-06" => {
             Some((dec!(2.50), dec!(1.25), dec!(2.50), dec!(2.50), dec!(10.00)))
@@ -327,10 +331,33 @@ pub fn expected_prices(model: &str) -> Option<(Decimal, Decimal, Decimal, Decima
     }
 }
 
-/// The cost of `e` under [`expected_prices`]; unknown models cost zero.
+/// Per 1M tokens (input, cached input, 5-minute and 1-hour cache writes, output) for a call
+/// whose prompt (input, cache reads and cache writes together) is above `.0` tokens:
+/// Anthropic's published long-context rates for Claude Sonnet 4.5, twice the input prices and
+/// 1.5 times the output price above 200,000 prompt tokens.
+pub fn expected_long_context_prices(model: &str) -> Option<(u64, ExpectedPrices)> {
+    match model {
+        "claude-sonnet-4-5" => Some((
+            200_000,
+            (dec!(6.00), dec!(0.60), dec!(7.50), dec!(12.00), dec!(22.50)),
+        )),
+        _ => None,
+    }
+}
+
+/// The cost of `e` under [`expected_prices`], or [`expected_long_context_prices`] when its
+/// prompt is above their threshold; unknown models cost zero.
 pub fn expected_cost(e: &UsageEvent) -> Decimal {
-    let Some((input, cached, write, write_1h, output)) = expected_prices(&e.model) else {
+    let Some(base) = expected_prices(&e.model) else {
         return Decimal::ZERO;
+    };
+    let prompt = e.input_tokens
+        + e.cached_input_tokens
+        + e.cache_write_tokens
+        + e.cache_write_1h_tokens.unwrap_or(0);
+    let (input, cached, write, write_1h, output) = match expected_long_context_prices(&e.model) {
+        Some((above, prices)) if prompt > above as i64 => prices,
+        _ => base,
     };
     (Decimal::from(e.input_tokens) * input
         + Decimal::from(e.cached_input_tokens) * cached
