@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use rust_decimal::Decimal;
 
-use costpipe_aggregator_core::EpochPolicy;
+use costpipe_aggregator_core::{EpochPolicy, RecentIdsPolicy};
 use costpipe_clickhouse::ClickHouseArgs;
 use costpipe_kafka::{KafkaArgs, DEFAULT_MAX_VALUE_BYTES};
 
@@ -235,6 +235,17 @@ impl AggregatorConfig {
         self.calendar_zone
             .parse()
             .map_err(|e| anyhow::anyhow!("calendar zone {:?}: {e}", self.calendar_zone))
+    }
+
+    /// How long and how many counted ids and estimates each partition remembers; the
+    /// processor evicts by it and a partition taken up is restored by it.
+    pub fn recent_ids_policy(&self) -> RecentIdsPolicy {
+        RecentIdsPolicy {
+            horizon_ms: self.recent_ids_horizon_ms,
+            max_ids: self.recent_ids_max_per_partition,
+            estimate_horizon_ms: self.estimate_horizon_ms,
+            max_estimates: self.estimates_max_per_partition,
+        }
     }
 
     /// The epoch sealing policy.

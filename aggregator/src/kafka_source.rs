@@ -22,7 +22,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 
-use costpipe_aggregator_core::{next_generation, plan_resume, ResumePlan, StartAt};
+use costpipe_aggregator_core::{
+    next_generation, plan_resume, RecentIdsPolicy, ResumePlan, StartAt,
+};
 
 use crate::clickhouse_store::{ClickHouseStore, WindowMinute};
 
@@ -49,10 +51,9 @@ pub enum PartitionChange {
 pub struct RestoreSettings {
     /// This instance's address, recorded with its claims (for the live view's redirects).
     pub owner: String,
-    /// How far back counted event ids are restored, in milliseconds.
-    pub recent_ids_horizon_ms: i64,
-    /// How far back estimates awaiting their real count are restored, in milliseconds.
-    pub estimate_horizon_ms: i64,
+    /// The processor's id memory: ids are restored over its horizon, estimates awaiting
+    /// their real count over its estimate horizon.
+    pub recent_ids: RecentIdsPolicy,
 }
 
 /// The consumer's context: rebalance handling.
@@ -107,8 +108,8 @@ impl SourceContext {
             .recent_ids(
                 &self.topic,
                 partition,
-                now.saturating_sub(self.restore.recent_ids_horizon_ms),
-                now.saturating_sub(self.restore.estimate_horizon_ms),
+                now.saturating_sub(self.restore.recent_ids.horizon_ms),
+                now.saturating_sub(self.restore.recent_ids.estimate_horizon_ms),
             )
             .await?;
         let minutes = self

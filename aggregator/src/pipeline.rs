@@ -24,9 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use costpipe_aggregator_core::{
-    EpochWrite, Processor, RecentIds, RecentIdsPolicy, RetryPolicy, SourceRecord,
-};
+use costpipe_aggregator_core::{EpochWrite, Processor, RecentIds, RetryPolicy, SourceRecord};
 use costpipe_kafka::{DeadLetterProducer, RegistryClient, TopicSpec};
 use costpipe_pricing::Catalog;
 use costpipe_schemas::ValidationLimits;
@@ -115,8 +113,7 @@ impl Pipeline {
             store.clone(),
             RestoreSettings {
                 owner: config.advertised_url(),
-                recent_ids_horizon_ms: config.recent_ids_horizon_ms,
-                estimate_horizon_ms: config.estimate_horizon_ms,
+                recent_ids: config.recent_ids_policy(),
             },
         )?;
         let catalog = Arc::new(catalog);
@@ -130,12 +127,7 @@ impl Pipeline {
             ValidationLimits::default(),
             config.epoch_policy()?,
         )
-        .with_recent_ids_policy(RecentIdsPolicy {
-            horizon_ms: config.recent_ids_horizon_ms,
-            max_ids: config.recent_ids_max_per_partition,
-            estimate_horizon_ms: config.estimate_horizon_ms,
-            max_estimates: config.estimates_max_per_partition,
-        })
+        .with_recent_ids_policy(config.recent_ids_policy())
         .with_watermarks(watermarks)
         .with_zone(config.zone()?);
         let mut processor = processor;
