@@ -264,6 +264,18 @@ async fn wait_past(what: &str, since_ms: i64, ms: i64) {
     .await;
 }
 
+/// Waits for the correction of the estimate `id` (its two rows), then asserts that the id
+/// has one row in the events table, the estimate's, and those two correction rows.
+async fn assert_corrected_once(stack: &Stack, db: &str, id: uuid::Uuid) {
+    wait_for(
+        "the estimate's correction",
+        Duration::from_secs(60),
+        || async { (rows_of(stack, db, id).await.1 == Some(2)).then_some(()) },
+    )
+    .await;
+    assert_eq!(rows_of(stack, db, id).await, (Some(1), Some(2)), "{id}");
+}
+
 /// Rows of `id` in the events table and in the estimate corrections.
 async fn rows_of(stack: &Stack, db: &str, id: uuid::Uuid) -> (Option<u64>, Option<u64>) {
     (
@@ -344,15 +356,6 @@ async fn a_real_count_after_the_id_horizon_still_corrects_its_estimate() {
     for e in [&plain, &real] {
         emitter.emit(e).await.expect("delivered");
     }
-    wait_for(
-        "the real count's correction",
-        Duration::from_secs(60),
-        || async {
-            let r = rows_of(&stack, &db, real.event_id).await;
-            (r.1 == Some(2)).then_some(r)
-        },
-    )
-    .await;
     // The plain copy shows the horizon had passed: it was counted again (the documented
     // bound for ids), while the estimate was corrected, not counted beside its real count.
     wait_scalar(
@@ -364,10 +367,7 @@ async fn a_real_count_after_the_id_horizon_still_corrects_its_estimate() {
         2,
     )
     .await;
-    assert_eq!(
-        rows_of(&stack, &db, real.event_id).await,
-        (Some(1), Some(2))
-    );
+    assert_corrected_once(&stack, &db, real.event_id).await;
 
     // 2. From ClickHouse: an estimate stored more than the id horizon before a restart is
     // restored as an estimate, and its real count corrects it.
@@ -380,19 +380,7 @@ async fn a_real_count_after_the_id_horizon_still_corrects_its_estimate() {
     wait_taken_up(&aggregator).await;
     let real2 = real_count(&estimate2, &mut rng);
     emitter.emit(&real2).await.expect("delivered");
-    wait_for(
-        "the restored estimate's correction",
-        Duration::from_secs(60),
-        || async {
-            let r = rows_of(&stack, &db, real2.event_id).await;
-            (r.1 == Some(2)).then_some(r)
-        },
-    )
-    .await;
-    assert_eq!(
-        rows_of(&stack, &db, real2.event_id).await,
-        (Some(1), Some(2))
-    );
+    assert_corrected_once(&stack, &db, real2.event_id).await;
 
     // Every rollup holds the real counts and the plain event twice, computed here.
     let counted = [&plain, &plain, &real, &real2];
