@@ -191,6 +191,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "078_events_estimated_flag",
         sql: include_str!("../clickhouse/078_events_estimated_flag.sql"),
     },
+    Migration {
+        name: "079_events_merge_selector",
+        sql: include_str!("../clickhouse/079_events_merge_selector.sql"),
+    },
+    Migration {
+        name: "080_fates_merge_selector",
+        sql: include_str!("../clickhouse/080_fates_merge_selector.sql"),
+    },
 ];
 
 /// Whether `db` is a safe database identifier (it is spliced into DDL).
@@ -214,6 +222,8 @@ mod tests {
                     || sql.contains("DROP INDEX IF EXISTS")
                     // Setting a view's query again to the same query changes nothing.
                     || sql.contains(" MODIFY QUERY\n")
+                    // Setting a table setting again to the same value changes nothing.
+                    || sql.contains(" MODIFY SETTING ")
                     // Coverage marks: readers take the earliest, so another row changes
                     // nothing.
                     || sql.contains("\nINSERT INTO costpipe.rollup_coverage\nSELECT"),

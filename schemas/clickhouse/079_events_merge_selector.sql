@@ -1,0 +1,11 @@
+-- Merge the append-only events table in wider steps (the merge selector's base 20, not 5):
+-- each merge then combines more parts, so a row is rewritten fewer times over its
+-- partition's life (about log20 instead of log5 of parts-per-month), at the price of more
+-- active parts for readers to open (tens per month, far below `parts_to_delay_insert`).
+-- Merges of the 56-column events table were most of ClickHouse's CPU per event on the
+-- aggregator's hot path. Fed 8,000,000 of the aggregator's rows in its insert size, the
+-- events table alone cost ClickHouse 7.0–7.3 µs per row with base 20 against 9.6–9.8 with 5
+-- until no merge ran, and 11.5–12.3 against 14.2–15.3 once merged into one part
+-- (`scripts/bench-clickhouse-variants <db> merges`, aggregator/BENCHMARKS.md, 2026-12-02 (e)).
+-- Rollups keep the default: their merges are what sums their rows.
+ALTER TABLE {db}.usage_events_priced MODIFY SETTING merge_selector_base = 20
