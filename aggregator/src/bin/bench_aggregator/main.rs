@@ -127,6 +127,24 @@ struct RetimeArgs {
     minutes: i64,
     #[arg(long, default_value_t = 8)]
     partitions: i32,
+    /// How the new event times follow the records' order on each partition.
+    #[arg(long, value_enum, default_value_t = RetimeOrder::Shuffled)]
+    order: RetimeOrder,
+    /// With `--order arrival`: each event is up to this much older than its place in the
+    /// stream, as emitters' clocks and batching make it.
+    #[arg(long, default_value_t = 2_000)]
+    jitter_ms: i64,
+}
+
+/// The order of event times on the copied topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RetimeOrder {
+    /// The source's event time modulo the spread: as unordered as loadgen's month, the worst
+    /// case for the events table, whose key starts with (tenant, event_time).
+    Shuffled,
+    /// Event times rise with the records' order, less a per-event jitter: what a live topic
+    /// holds, where each event is emitted when its call ends.
+    Arrival,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -692,7 +710,16 @@ fn retime(brokers: &str, a: &RetimeArgs, progress: &Progress) -> anyhow::Result<
         last_seen = Instant::now();
         let Some(payload) = m.payload() else { continue };
         let mut e = codec.decode(payload)?;
-        e.event_time = now - e.event_time.rem_euclid(spread);
+        e.event_time = match a.order {
+            RetimeOrder::Shuffled => now - e.event_time.rem_euclid(spread),
+            RetimeOrder::Arrival => {
+                let place = i64::try_from(copied.saturating_mul(spread as u64) / a.events.max(1))
+                    .unwrap_or(spread);
+                let jitter = i64::try_from(e.event_id.as_u64_pair().0 % a.jitter_ms.max(1) as u64)
+                    .unwrap_or(0);
+                now - spread + place - jitter
+            }
+        };
         let bytes = codec.encode(&e)?;
         let key = m.key().unwrap_or_default();
         loop {
@@ -714,11 +741,12 @@ fn retime(brokers: &str, a: &RetimeArgs, progress: &Progress) -> anyhow::Result<
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(format!(
-        "copied {copied} events from {} to {} in {:.1} s, event times now within the last {} min",
+        "copied {copied} events from {} to {} in {:.1} s, event times now within the last {} min ({:?} order)",
         a.from,
         a.to,
         progress.elapsed().as_secs_f64(),
-        a.minutes
+        a.minutes,
+        a.order
     ))
 }
 
